@@ -1,0 +1,291 @@
+// Command gen-base-crds writes the Istio API CustomResourceDefinitions that
+// Mizzen installs into charts/base/crds, one file per API group.
+//
+// The CRDs come from the istio.io/api module that go.mod requires, so the
+// served schemas always match the API version Mizzen is built against.
+//
+// Usage (from the repository root):
+//
+//	go run ./hack/gen-base-crds          # regenerate charts/base/crds
+//	go run ./hack/gen-base-crds -check   # fail if the files on disk are stale
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+const (
+	apiModule = "istio.io/api"
+	crdFile   = "kubernetes/customresourcedefinitions.gen.yaml"
+)
+
+// groups are the API groups Mizzen serves, in output order. Every other group
+// in the source file (extensions.istio.io, ...) is left out.
+var groups = []string{
+	"networking.istio.io",
+	"security.istio.io",
+	"telemetry.istio.io",
+}
+
+// droppedLabels are labels the upstream file carries for a Helm release of
+// its own; they mean nothing in a Mizzen install.
+var droppedLabels = map[string]bool{
+	"chart":    true,
+	"heritage": true,
+	"release":  true,
+}
+
+func main() {
+	src := flag.String("src", "", "directory of the istio.io/api module (default: located with 'go list -m')")
+	version := flag.String("version", "", "istio.io/api version written in the header (default: from 'go list -m', or the -src directory name)")
+	out := flag.String("out", filepath.Join("charts", "base", "crds"), "output directory")
+	check := flag.Bool("check", false, "do not write; exit non-zero if the files in -out differ from what would be generated")
+	flag.Parse()
+
+	if err := run(*src, *version, *out, *check); err != nil {
+		fmt.Fprintln(os.Stderr, "gen-base-crds:", err)
+		os.Exit(1)
+	}
+}
+
+func run(src, version, out string, check bool) error {
+	if src == "" {
+		dir, ver, err := locateModule()
+		if err != nil {
+			return err
+		}
+		src = dir
+		if version == "" {
+			version = ver
+		}
+	}
+	if version == "" {
+		version = versionFromDir(src)
+	}
+
+	raw, err := os.ReadFile(filepath.Join(src, crdFile))
+	if err != nil {
+		return fmt.Errorf("reading CRDs: %w", err)
+	}
+	files, err := generate(raw, version)
+	if err != nil {
+		return err
+	}
+
+	if check {
+		return compare(out, files)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	for _, g := range groups {
+		path := filepath.Join(out, g+".yaml")
+		if err := os.WriteFile(path, files[g], 0o644); err != nil {
+			return err
+		}
+		fmt.Println("wrote", path)
+	}
+	return nil
+}
+
+// locateModule asks the go command where istio.io/api lives in the module
+// cache, for the version go.mod selects.
+func locateModule() (dir, version string, err error) {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}\t{{.Version}}", apiModule)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	outb, err := cmd.Output()
+	if err != nil {
+		return "", "", fmt.Errorf("go list -m %s: %v: %s", apiModule, err, strings.TrimSpace(stderr.String()))
+	}
+	parts := strings.SplitN(strings.TrimSpace(string(outb)), "\t", 2)
+	if len(parts) != 2 || parts[0] == "" {
+		return "", "", fmt.Errorf("go list -m %s: module is not in the module cache (run 'go mod download %s' or pass -src)", apiModule, apiModule)
+	}
+	return parts[0], parts[1], nil
+}
+
+// versionFromDir reads the version out of a module cache path such as
+// .../istio.io/api@v1.31.1.
+func versionFromDir(dir string) string {
+	base := filepath.Base(filepath.Clean(dir))
+	if i := strings.LastIndex(base, "@"); i >= 0 {
+		return base[i+1:]
+	}
+	return "unknown"
+}
+
+// generate splits the upstream multi-document file into one file per kept
+// group. CRDs are sorted by name inside each file so the output does not
+// depend on the upstream order.
+func generate(raw []byte, version string) (map[string][]byte, error) {
+	type crd struct {
+		name string
+		node *yaml.Node
+	}
+	byGroup := map[string][]crd{}
+
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("parsing %s: %w", crdFile, err)
+		}
+		if len(doc.Content) == 0 {
+			continue
+		}
+		root := doc.Content[0]
+		if scalar(root, "kind") != "CustomResourceDefinition" {
+			continue
+		}
+		group := scalar(mapValue(root, "spec"), "group")
+		name := scalar(mapValue(root, "metadata"), "name")
+		if !contains(groups, group) {
+			continue
+		}
+		clean(mapValue(root, "metadata"))
+		// Drop the document comment the upstream generator puts on its first CRD.
+		doc.HeadComment, root.HeadComment = "", ""
+		byGroup[group] = append(byGroup[group], crd{name: name, node: &doc})
+	}
+
+	files := map[string][]byte{}
+	for _, g := range groups {
+		crds := byGroup[g]
+		if len(crds) == 0 {
+			return nil, fmt.Errorf("no CRDs of group %s found in %s", g, crdFile)
+		}
+		sort.Slice(crds, func(i, j int) bool { return crds[i].name < crds[j].name })
+
+		var buf bytes.Buffer
+		fmt.Fprintf(&buf, "# Generated by hack/gen-base-crds from %s %s; DO NOT EDIT.\n", apiModule, version)
+		for _, c := range crds {
+			buf.WriteString("---\n")
+			enc := yaml.NewEncoder(&buf)
+			enc.SetIndent(2)
+			if err := enc.Encode(c.node); err != nil {
+				return nil, fmt.Errorf("encoding %s: %w", c.name, err)
+			}
+			if err := enc.Close(); err != nil {
+				return nil, err
+			}
+		}
+		files[g] = buf.Bytes()
+	}
+	return files, nil
+}
+
+// clean removes Helm annotations and release labels from a metadata mapping,
+// and drops the annotations/labels keys when nothing is left in them.
+func clean(meta *yaml.Node) {
+	if meta == nil {
+		return
+	}
+	filter(mapValue(meta, "annotations"), func(k string) bool { return strings.HasPrefix(k, "helm.sh/") })
+	filter(mapValue(meta, "labels"), func(k string) bool {
+		return droppedLabels[k] || strings.HasPrefix(k, "helm.sh/") || k == "app.kubernetes.io/managed-by"
+	})
+	for _, key := range []string{"annotations", "labels"} {
+		if v := mapValue(meta, key); v != nil && len(v.Content) == 0 {
+			deleteKey(meta, key)
+		}
+	}
+}
+
+func filter(m *yaml.Node, drop func(string) bool) {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return
+	}
+	kept := m.Content[:0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if drop(m.Content[i].Value) {
+			continue
+		}
+		kept = append(kept, m.Content[i], m.Content[i+1])
+	}
+	m.Content = kept
+}
+
+func mapValue(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+func deleteKey(m *yaml.Node, key string) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			m.Content = append(m.Content[:i], m.Content[i+2:]...)
+			return
+		}
+	}
+}
+
+func scalar(m *yaml.Node, key string) string {
+	if v := mapValue(m, key); v != nil && v.Kind == yaml.ScalarNode {
+		return v.Value
+	}
+	return ""
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// compare reports every file under out that differs from the generated one.
+func compare(out string, files map[string][]byte) error {
+	var stale []string
+	for _, g := range groups {
+		path := filepath.Join(out, g+".yaml")
+		have, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			stale = append(stale, path+" (missing)")
+		case err != nil:
+			return err
+		case !bytes.Equal(have, files[g]):
+			stale = append(stale, path)
+		}
+	}
+	entries, err := os.ReadDir(out)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	for _, e := range entries {
+		name := strings.TrimSuffix(e.Name(), ".yaml")
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".yaml") && !contains(groups, name) {
+			stale = append(stale, filepath.Join(out, e.Name())+" (not generated)")
+		}
+	}
+	if len(stale) > 0 {
+		return fmt.Errorf("CRDs are out of date: %s\nrun 'go run ./hack/gen-base-crds' and commit the result", strings.Join(stale, ", "))
+	}
+	fmt.Println("CRDs in", out, "are up to date")
+	return nil
+}
