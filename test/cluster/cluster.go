@@ -252,6 +252,11 @@ func (c *Cluster) startComponents(ctx context.Context, stageFiles []string) erro
 		"--use-service-account-credentials=false",
 		"--cluster-name=mizzen",
 		"--root-ca-file=" + filepath.Join(c.dir, "ca.crt"),
+		// The kwok nodes never fail; a 2-core machine under load can delay
+		// kwok's node heartbeats past the default 50s grace, after which the
+		// node controller would mark every pod NotReady. Node failure is not
+		// what these clusters test.
+		"--node-monitor-grace-period=30m",
 	}
 	// envtest's API server signs service account tokens with this key; the
 	// token controller must use the same one (without it, it cannot run).
