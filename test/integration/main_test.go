@@ -1,0 +1,95 @@
+// Package integration tests the operator against a real Kubernetes control
+// plane (kube-apiserver, etcd, controller-manager, scheduler and kwok nodes
+// from hack/setup-kube.sh): what a user sees after applying MeshInstalls.
+package integration
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/mizzen-mesh/mizzen/controllers"
+	"github.com/mizzen-mesh/mizzen/internal/operator"
+	"github.com/mizzen-mesh/mizzen/internal/render"
+	"github.com/mizzen-mesh/mizzen/test/apicount"
+	"github.com/mizzen-mesh/mizzen/test/cluster"
+)
+
+var (
+	// k is an admin client of the test cluster.
+	k client.Client
+	// writes counts the operator's write requests (every verb but get,
+	// list and watch), by "VERB path".
+	writes = &apicount.Counter{}
+)
+
+// TestMain starts one cluster and one operator for every test of the package.
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Println("integration tests need a control plane; skipped in -short mode")
+		return 0
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := cluster.Start(ctx, cluster.Options{
+		CRDDirectoryPaths: []string{filepath.Join(repoRoot(), "config", "crd", "bases")},
+		Scheme:            controllers.Scheme(),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting the test cluster:", err)
+		return 1
+	}
+	defer c.Stop()
+
+	k, err = c.Client(controllers.Scheme())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+
+	if os.Getenv("MIZZEN_OPERATOR_LOG") == "1" {
+		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
+	}
+	cfg := rest.CopyConfig(c.Config)
+	cfg.QPS, cfg.Burst = 200, 400
+	cfg.WrapTransport = writes.Wrap
+	op, err := operator.New(cfg, operator.Options{
+		Render:          render.Options{Version: "0.1.0", Hub: "ghcr.io/mizzen-mesh", Image: "mizzen"},
+		RequeueInterval: time.Second,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	mgrDone := make(chan error, 1)
+	go func() { mgrDone <- op.Manager.Start(ctx) }()
+	code := m.Run()
+	cancel()
+	if err := <-mgrDone; err != nil {
+		fmt.Fprintln(os.Stderr, "operator:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
