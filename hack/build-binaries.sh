@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds static binaries of the operator (main.go, as "manager") and of every
+# mesh program under cmd/ into the directory given (default: bin/).
+#
+#   hack/build-binaries.sh [OUT]
+#
+# Environment: VERSION (default: the source's), GOOS/GOARCH as usual.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT=${1:-$ROOT/bin}
+cd "$ROOT"
+mkdir -p "$OUT"
+ldflags="-s -w"
+if [[ -n "${VERSION:-}" ]]; then
+	ldflags="$ldflags -X github.com/mizzen-mesh/mizzen/internal/version.Version=${VERSION#v}"
+fi
+export CGO_ENABLED=0
+go build -trimpath -ldflags "$ldflags" -o "$OUT/manager" .
+for dir in cmd/*/; do
+	[[ -f "$dir/main.go" ]] || continue
+	go build -trimpath -ldflags "$ldflags" -o "$OUT/$(basename "$dir")" "./$dir"
+done
+ls -l "$OUT" >&2
