@@ -257,8 +257,10 @@ type GatewayPort struct {
 	// +kubebuilder:validation:Maximum=65535
 	// +required
 	Port int32 `json:"port"`
-	// TargetPort on the gateway pods; defaults to port.
-	// +kubebuilder:validation:Minimum=1
+	// TargetPort on the gateway pods, above 1023 (gateways run
+	// unprivileged). Defaults to port, or port+8000 for ports below 1024
+	// (80 to 8080, 443 to 8443).
+	// +kubebuilder:validation:Minimum=1024
 	// +kubebuilder:validation:Maximum=65535
 	// +optional
 	TargetPort *int32 `json:"targetPort,omitempty"`

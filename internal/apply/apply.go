@@ -73,7 +73,7 @@ func (a *Applier) UpToDate(ctx context.Context, owner types.UID, digest string, 
 		if err := a.cached.Get(ctx, client.ObjectKeyFromObject(o), live); err != nil {
 			return false
 		}
-		if set.fingerprints[render.ObjectKey(o)] != fingerprint(live) {
+		if fp, ok := set.fingerprints[render.ObjectKey(o)]; !ok || fp != fingerprint(live) {
 			return false
 		}
 	}
@@ -90,11 +90,26 @@ func (a *Applier) Forget(owner types.UID) {
 // Apply server-side-applies objects in stages (CRDs, namespaces and cluster
 // roles first, waiting until they are established), changing only what
 // differs, and remembers the result for UpToDate.
+//
+// Only objects the apply found already as rendered are remembered, with the
+// fingerprint read before the comparison: a change made by anyone after that
+// read shows as a different fingerprint later. Objects it had to change are
+// compared again on the next pass, which then remembers them.
 func (a *Applier) Apply(ctx context.Context, owner types.UID, digest string, objects []*unstructured.Unstructured) (*ssa.ChangeSet, error) {
 	a.Forget(owner)
+	before := make(map[string]string, len(objects))
 	toApply := make([]*unstructured.Unstructured, len(objects))
 	for i, o := range objects {
 		toApply[i] = o.DeepCopy()
+		live := &metav1.PartialObjectMetadata{}
+		live.SetGroupVersionKind(o.GroupVersionKind())
+		err := a.direct.Get(ctx, client.ObjectKeyFromObject(o), live)
+		switch {
+		case err == nil:
+			before[render.ObjectKey(o)] = fingerprint(live)
+		case !apierrors.IsNotFound(err) && !isNoMatch(err):
+			return nil, fmt.Errorf("reading %s: %w", render.ObjectKey(o), err)
+		}
 	}
 	opts := ssa.DefaultApplyOptions()
 	opts.WaitInterval = 500 * time.Millisecond
@@ -104,13 +119,14 @@ func (a *Applier) Apply(ctx context.Context, owner types.UID, digest string, obj
 		return cs, err
 	}
 	fps := make(map[string]string, len(objects))
-	for _, o := range objects {
-		live := &metav1.PartialObjectMetadata{}
-		live.SetGroupVersionKind(o.GroupVersionKind())
-		if err := a.direct.Get(ctx, client.ObjectKeyFromObject(o), live); err != nil {
-			return cs, fmt.Errorf("reading back %s: %w", render.ObjectKey(o), err)
+	for _, e := range cs.Entries {
+		if e.Action != ssa.UnchangedAction {
+			continue
 		}
-		fps[render.ObjectKey(o)] = fingerprint(live)
+		key := e.ObjMetadata.GroupKind.Group + "/" + e.ObjMetadata.GroupKind.Kind + "/" + e.ObjMetadata.Namespace + "/" + e.ObjMetadata.Name
+		if fp, ok := before[key]; ok {
+			fps[key] = fp
+		}
 	}
 	a.mu.Lock()
 	a.applied[owner] = &appliedSet{digest: digest, fingerprints: fps}

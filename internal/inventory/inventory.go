@@ -72,7 +72,7 @@ func Ref(e v1alpha1.ResourceRef) (*unstructured.Unstructured, error) {
 
 // Union returns the entries of a and b, each ID once (a's version wins).
 func Union(a, b *v1alpha1.ResourceInventory) *v1alpha1.ResourceInventory {
-	out := &v1alpha1.ResourceInventory{}
+	out := &v1alpha1.ResourceInventory{Entries: []v1alpha1.ResourceRef{}}
 	seen := map[string]bool{}
 	for _, inv := range []*v1alpha1.ResourceInventory{a, b} {
 		if inv == nil {
