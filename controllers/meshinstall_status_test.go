@@ -24,9 +24,9 @@ func TestSummarize(t *testing.T) {
 	}
 	type want struct {
 		ready, reconciling, stalled string // condition status, or "" for absent
-		reason                          string // Ready's reason
-		message                         string // part of Ready's message
-		observed                        bool   // observedGeneration set to the generation
+		reason                      string // Ready's reason
+		message                     string // part of Ready's message
+		observed                    bool   // observedGeneration set to the generation
 	}
 	cases := []struct {
 		name string

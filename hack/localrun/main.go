@@ -184,4 +184,3 @@ func printTable(mi *v1alpha1.MeshInstall) {
 func step(msg string) { fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), msg) }
 
 func since(t time.Time) string { return time.Since(t).Round(10 * time.Millisecond).String() }
-
