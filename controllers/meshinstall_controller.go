@@ -52,6 +52,8 @@ type MeshInstallReconciler struct {
 	Events events.EventRecorder
 	// Render holds the operator's image and version.
 	Render render.Options
+	// Renderer renders, reusing the last result while the inputs are unchanged.
+	Renderer render.Renderer
 	// RequeueInterval is DefaultRequeueInterval when zero.
 	RequeueInterval time.Duration
 }
@@ -178,7 +180,7 @@ func (r *MeshInstallReconciler) reconcile(ctx context.Context, obj *v1alpha1.Mes
 	}
 
 	// 2. Render. A failure here deletes nothing: the last good install stays.
-	res, err := render.Render(obj.Name, spec, opts)
+	res, err := r.Renderer.Render(obj.Name, spec, opts)
 	if err != nil {
 		var rerr *render.Error
 		if errors.As(err, &rerr) {
@@ -298,6 +300,7 @@ func (r *MeshInstallReconciler) finalize(ctx context.Context, obj *v1alpha1.Mesh
 		return ctrl.Result{}, outcome{err: transient(ReasonUninstalling, fmt.Errorf("removing finalizer: %w", err))}, false
 	}
 	r.Applier.Forget(obj.UID)
+	r.Renderer.Forget(obj.Name)
 	ctrl.LoggerFrom(ctx).Info("uninstalled", "deleted", len(toDelete))
 	return ctrl.Result{}, outcome{}, true
 }

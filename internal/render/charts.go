@@ -3,6 +3,8 @@ package render
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +48,17 @@ func loadChart(name string) (*loadedChart, error) {
 			if err != nil {
 				lc.err = fmt.Errorf("chart %s: %s: %w", name, crd.Filename, err)
 				return
+			}
+			for _, o := range objs {
+				// Labelled here, once: every render shares these objects.
+				labels := o.GetLabels()
+				if labels == nil {
+					labels = map[string]string{}
+				}
+				labels[LabelManagedBy] = ManagedBy
+				labels[LabelComponent] = name
+				o.SetLabels(labels)
+				chartCRDs.Store(o, true)
 			}
 			lc.crds = append(lc.crds, objs...)
 		}
@@ -117,4 +130,39 @@ func decodeManifests(data []byte) ([]*unstructured.Unstructured, error) {
 
 func fromUnstructured(u *unstructured.Unstructured, into any) error {
 	return runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into)
+}
+
+// chartCRDs holds the CRD objects loaded from charts' crds/ folders, which
+// every render shares read-only.
+var chartCRDs sync.Map // *unstructured.Unstructured -> true
+
+func isChartCRD(o *unstructured.Unstructured) bool {
+	_, ok := chartCRDs.Load(o)
+	return ok
+}
+
+var (
+	chartsDigestOnce  sync.Once
+	chartsDigestValue string
+)
+
+// chartsDigest identifies the embedded charts, computed once.
+func chartsDigest() string {
+	chartsDigestOnce.Do(func() {
+		h := sha256.New()
+		_ = fs.WalkDir(charts.FS, ".", func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			data, err := fs.ReadFile(charts.FS, path)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, "%s %d\n", path, len(data))
+			h.Write(data)
+			return nil
+		})
+		chartsDigestValue = hex.EncodeToString(h.Sum(nil))
+	})
+	return chartsDigestValue
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"helm.sh/helm/v4/pkg/chart/common"
 	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
@@ -76,11 +77,14 @@ type Component struct {
 
 // Result is what a MeshInstall renders to.
 type Result struct {
-	// Objects are sorted and labelled; the caller may modify them.
+	// Objects are sorted and labelled. They are shared (with later renders
+	// of the same inputs, and the CRDs with every render): never modify
+	// them; deep-copy first.
 	Objects []*unstructured.Unstructured
 	// Components are every component the spec knows of, in a stable order.
 	Components []Component
-	// Digest identifies the rendered objects.
+	// Digest identifies the inputs of the render (owner, namespace, every
+	// chart's values, the embedded charts), and so the rendered objects.
 	Digest string
 }
 
@@ -108,6 +112,19 @@ type release struct {
 
 // Render renders the effective spec of the MeshInstall called owner.
 func Render(owner string, spec *v1alpha1.MeshInstallSpec, opts Options) (*Result, error) {
+	return new(Renderer).Render(owner, spec, opts)
+}
+
+// Renderer renders MeshInstalls and hands back the previous result of an
+// owner while its inputs are unchanged, so that a reconcile that changes
+// nothing does not run Helm. The zero value is ready to use.
+type Renderer struct {
+	mu   sync.Mutex
+	last map[string]*Result
+}
+
+// Render renders the effective spec of the MeshInstall called owner.
+func (r *Renderer) Render(owner string, spec *v1alpha1.MeshInstallSpec, opts Options) (*Result, error) {
 	ns := spec.Namespace
 	if ns == "" {
 		ns = v1alpha1.DefaultNamespace
@@ -116,6 +133,38 @@ func Render(owner string, spec *v1alpha1.MeshInstallSpec, opts Options) (*Result
 	if err != nil {
 		return nil, err
 	}
+	digest, err := inputDigest(owner, ns, releases)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	cached := r.last[owner]
+	r.mu.Unlock()
+	if cached != nil && cached.Digest == digest {
+		return cached, nil
+	}
+	objects, err := renderObjects(owner, ns, releases)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Objects: objects, Components: components, Digest: digest}
+	r.mu.Lock()
+	if r.last == nil {
+		r.last = map[string]*Result{}
+	}
+	r.last[owner] = res
+	r.mu.Unlock()
+	return res, nil
+}
+
+// Forget drops the remembered result of owner.
+func (r *Renderer) Forget(owner string) {
+	r.mu.Lock()
+	delete(r.last, owner)
+	r.mu.Unlock()
+}
+
+func renderObjects(owner, ns string, releases []release) ([]*unstructured.Unstructured, error) {
 	var objects []*unstructured.Unstructured
 	for _, r := range releases {
 		objs, err := renderRelease(r, ns)
@@ -135,14 +184,16 @@ func Render(owner string, spec *v1alpha1.MeshInstallSpec, opts Options) (*Result
 	seen := map[string]string{}
 	for _, o := range objects {
 		labels := o.GetLabels()
-		if labels == nil {
-			labels = map[string]string{}
+		if !isChartCRD(o) { // the charts' CRDs are labelled once, when loaded
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			labels[LabelManagedBy] = ManagedBy
+			if !Shared(o) {
+				labels[LabelOwner] = owner
+			}
+			o.SetLabels(labels)
 		}
-		labels[LabelManagedBy] = ManagedBy
-		if !Shared(o) {
-			labels[LabelOwner] = owner
-		}
-		o.SetLabels(labels)
 		key := ObjectKey(o)
 		if other, dup := seen[key]; dup {
 			return nil, &Error{Err: fmt.Errorf("%s is rendered by both %s and %s; give them different names",
@@ -151,11 +202,21 @@ func Render(owner string, spec *v1alpha1.MeshInstallSpec, opts Options) (*Result
 		seen[key] = labels[LabelComponent]
 	}
 	sort.SliceStable(objects, func(i, j int) bool { return ObjectKey(objects[i]) < ObjectKey(objects[j]) })
-	digest, err := digestOf(objects)
-	if err != nil {
-		return nil, err
+	return objects, nil
+}
+
+// inputDigest identifies everything a render depends on.
+func inputDigest(owner, ns string, releases []release) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n%s\n", chartsDigest(), owner, ns)
+	for _, r := range releases {
+		values, err := json.Marshal(r.values) // map keys are sorted
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s %s %s\n", r.component, r.chart, values)
 	}
-	return &Result{Objects: objects, Components: components, Digest: digest}, nil
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Shared reports whether an object is shared by every MeshInstall that
@@ -172,19 +233,6 @@ func Shared(o *unstructured.Unstructured) bool {
 func ObjectKey(o *unstructured.Unstructured) string {
 	gvk := o.GroupVersionKind()
 	return gvk.Group + "/" + gvk.Kind + "/" + o.GetNamespace() + "/" + o.GetName()
-}
-
-func digestOf(objects []*unstructured.Unstructured) (string, error) {
-	h := sha256.New()
-	for _, o := range objects {
-		data, err := json.Marshal(o.Object)
-		if err != nil {
-			return "", err
-		}
-		h.Write(data)
-		h.Write([]byte{'\n'})
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // plan decides which charts to render with which values.
@@ -332,9 +380,6 @@ func renderRelease(r release, ns string) ([]*unstructured.Unstructured, error) {
 		}
 		out = append(out, objs...)
 	}
-	for _, crd := range lc.crds {
-		out = append(out, crd.DeepCopy())
-	}
 	for _, o := range out {
 		if o.GetNamespace() == "" && !clusterScoped[o.GroupVersionKind().GroupKind().String()] {
 			o.SetNamespace(ns)
@@ -346,7 +391,7 @@ func renderRelease(r release, ns string) ([]*unstructured.Unstructured, error) {
 		labels[LabelComponent] = r.component
 		o.SetLabels(labels)
 	}
-	return out, nil
+	return append(out, lc.crds...), nil
 }
 
 // clusterScoped lists the cluster-scoped kinds the charts may render.
