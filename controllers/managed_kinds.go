@@ -16,14 +16,6 @@ import (
 	"github.com/mizzen-mesh/mizzen/internal/render"
 )
 
-// ManagedKinds are every kind the charts render. The operator watches each
-// of them (only the objects it labelled) to repair drift within seconds; a
-// test fails when a chart renders a kind missing here.
-//
-// The operator also needs every permission that the ClusterRoles and Roles it
-// installs grant, because Kubernetes lets nobody grant more than they hold;
-// those are the rbac markers on the reconciler that are not about these kinds.
-//
 // +kubebuilder:rbac:groups="",resources=namespaces;serviceaccounts;configmaps;services;secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
@@ -31,6 +23,14 @@ import (
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles;clusterrolebindings;roles;rolebindings,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch;create;update;patch;delete
+
+// ManagedKinds are every kind the charts render. The operator watches each
+// of them (only the objects it labelled) to repair drift within seconds; a
+// test fails when a chart renders a kind missing here.
+//
+// The operator also needs every permission that the ClusterRoles and Roles it
+// installs grant, because Kubernetes lets nobody grant more than they hold;
+// those are the rbac markers on the reconciler that are not about these kinds.
 func ManagedKinds() []client.Object {
 	return []client.Object{
 		&corev1.Namespace{},

@@ -16,10 +16,12 @@ import (
 
 	"github.com/fluxcd/cli-utils/pkg/kstatus/polling"
 	"github.com/fluxcd/pkg/ssa"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -114,6 +116,11 @@ func (a *Applier) Apply(ctx context.Context, owner types.UID, digest string, obj
 	opts := ssa.DefaultApplyOptions()
 	opts.WaitInterval = 500 * time.Millisecond
 	opts.WaitTimeout = 2 * time.Minute
+	// Roles go before everything namespaced: the API server authorizes a
+	// RoleBinding by reading its Role, so binding a Role that does not exist
+	// yet fails for an operator that holds no bind permission (and it should
+	// hold none). ClusterRoles already go first, with CRDs and namespaces.
+	opts.CustomStageKinds = map[schema.GroupKind]struct{}{{Group: rbacv1.GroupName, Kind: "Role"}: {}}
 	cs, err := a.manager.ApplyAllStaged(ctx, toApply, opts)
 	if err != nil {
 		return cs, err

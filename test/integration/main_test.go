@@ -13,10 +13,14 @@ import (
 	"testing"
 	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/yaml"
 
 	"github.com/mizzen-mesh/mizzen/controllers"
 	"github.com/mizzen-mesh/mizzen/internal/operator"
@@ -65,7 +69,13 @@ func run(m *testing.M) int {
 	if os.Getenv("MIZZEN_OPERATOR_LOG") == "1" {
 		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
 	}
-	cfg := rest.CopyConfig(c.Config)
+	// The operator runs as a user holding nothing but config/rbac/role.yaml,
+	// so every test also proves that role is enough.
+	cfg, err := operatorIdentity(c)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "setting up the operator's identity:", err)
+		return 1
+	}
 	cfg.QPS, cfg.Burst = 200, 400
 	cfg.WrapTransport = writes.Wrap
 	op, err := operator.New(cfg, operator.Options{
@@ -92,4 +102,33 @@ func run(m *testing.M) int {
 func repoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// operatorIdentity creates a user bound to the operator's generated
+// ClusterRole only, and returns its client configuration.
+func operatorIdentity(c *cluster.Cluster) (*rest.Config, error) {
+	data, err := os.ReadFile(filepath.Join(repoRoot(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.UnmarshalStrict(data, role); err != nil {
+		return nil, err
+	}
+	role.Name = "mizzen-operator-under-test"
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: "mizzen-operator"}},
+	}
+	for _, o := range []client.Object{role, binding} {
+		if err := k.Create(context.Background(), o); err != nil {
+			return nil, err
+		}
+	}
+	user, err := c.Env.ControlPlane.AddUser(envtest.User{Name: "mizzen-operator"}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return rest.CopyConfig(user.Config()), nil
 }
