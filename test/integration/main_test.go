@@ -30,6 +30,8 @@ import (
 )
 
 var (
+	// kube is the test cluster.
+	kube *cluster.Cluster
 	// k is an admin client of the test cluster.
 	k client.Client
 	// writes counts the operator's write requests (every verb but get,
@@ -60,6 +62,7 @@ func run(m *testing.M) int {
 	}
 	defer c.Stop()
 
+	kube = c
 	k, err = c.Client(controllers.Scheme())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
