@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -126,6 +127,7 @@ func (r *MeshInstallReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			return
 		}
 		summarize(obj, out)
+		r.readyChangedEvent(before, obj)
 		if err := r.patchStatus(ctx, before, obj); err != nil {
 			retErr = errors.Join(retErr, err)
 		}
@@ -393,6 +395,22 @@ func (r *MeshInstallReconciler) patchStatus(ctx context.Context, before, obj *v1
 		return fmt.Errorf("writing status: %w", err)
 	}
 	return nil
+}
+
+// readyChangedEvent records an event when the Ready condition changes: a
+// Warning for a stalled MeshInstall, Normal otherwise. Unchanged, it records
+// nothing, so a no-op reconcile writes nothing.
+func (r *MeshInstallReconciler) readyChangedEvent(before, obj *v1alpha1.MeshInstall) {
+	old := apimeta.FindStatusCondition(before.Status.Conditions, ConditionReady)
+	now := apimeta.FindStatusCondition(obj.Status.Conditions, ConditionReady)
+	if now == nil || (old != nil && old.Status == now.Status && old.Reason == now.Reason) {
+		return
+	}
+	eventType := corev1.EventTypeNormal
+	if apimeta.IsStatusConditionTrue(obj.Status.Conditions, ConditionStalled) {
+		eventType = corev1.EventTypeWarning
+	}
+	r.event(obj, eventType, now.Reason, "Reconcile", now.Message)
 }
 
 func (r *MeshInstallReconciler) event(obj *v1alpha1.MeshInstall, eventType, reason, action, note string) {

@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -254,6 +255,19 @@ func TestBadValuesStallWithoutDeleting(t *testing.T) {
 	if got := strings.Join(deployments(t, ns, name), ","); got != "istio-sidecar-injector,istiod" {
 		t.Errorf("deployments after the bad render = %q, want the ones installed before", got)
 	}
+	eventually(t, 10*time.Second, "a Warning event RenderFailed is recorded on the MeshInstall", func() error {
+		list := &eventsv1.EventList{}
+		if err := k.List(context.Background(), list); err != nil {
+			return err
+		}
+		for _, e := range list.Items {
+			if e.Regarding.Kind == "MeshInstall" && e.Regarding.Name == name && e.Type == corev1.EventTypeWarning &&
+				e.Reason == controllers.ReasonRenderFailed && strings.Contains(e.Note, "replicas") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no such event among %d", len(list.Items))
+	})
 
 	update(t, name, func(mi *v1alpha1.MeshInstall) { mi.Spec.Values = nil })
 	waitReady(t, name)
