@@ -345,3 +345,70 @@ func conditionMessage(mi *v1alpha1.MeshInstall, typ string) string {
 	}
 	return ""
 }
+
+// spec.version selects the mesh version; one this operator cannot install
+// stalls with a message saying which it can, and its own version (with or
+// without a "v") installs.
+func TestVersion(t *testing.T) {
+	install(t, "metadata: {name: version}\nspec: {profile: minimal, namespace: mesh-version, revision: ver, version: 9.9.9}")
+	mi := waitCondition(t, "version", controllers.ConditionStalled, metav1.ConditionTrue, controllers.ReasonUnsupportedVersion)
+	if msg := conditionMessage(mi, controllers.ConditionReady); !strings.Contains(msg, `"9.9.9"`) || !strings.Contains(msg, "0.1.0") {
+		t.Errorf("message %q names neither the requested nor the installable version", msg)
+	}
+	if got := deployments(t, "mesh-version", "version"); len(got) > 0 {
+		t.Errorf("an unsupported version installed %v", got)
+	}
+	update(t, "version", func(mi *v1alpha1.MeshInstall) { mi.Spec.Version = "v0.1.0" })
+	mi = waitReady(t, "version")
+	dep := &appsv1.Deployment{}
+	if err := get(t, dep, "mesh-version", "istiod-ver"); err != nil {
+		t.Fatal(err)
+	}
+	if img := dep.Spec.Template.Spec.Containers[0].Image; !strings.HasSuffix(img, ":0.1.0") || mi.Status.AppliedVersion != "0.1.0" {
+		t.Errorf("image %s, applied version %s", img, mi.Status.AppliedVersion)
+	}
+}
+
+// A canary upgrade: a second control plane for another revision runs beside
+// the first in the same namespace; removing either leaves the other, and the
+// shared CRDs and namespace, untouched.
+func TestCanaryRevisionSideBySide(t *testing.T) {
+	ns := "mesh-canary"
+	install(t, "metadata: {name: stable}\nspec: {profile: default, namespace: "+ns+", revision: stable}")
+	install(t, "metadata: {name: canary}\nspec: {profile: minimal, namespace: "+ns+", revision: canary}")
+	waitReady(t, "stable")
+	waitReady(t, "canary")
+	if got := strings.Join(deployments(t, ns, "canary"), ","); got != "istio-sidecar-injector-canary,istiod-canary" {
+		t.Errorf("canary deployments = %q", got)
+	}
+	stable := &appsv1.Deployment{}
+	if err := get(t, stable, ns, "istiod-stable"); err != nil {
+		t.Fatal(err)
+	}
+	uninstall(t, "canary")
+	after := &appsv1.Deployment{}
+	if err := get(t, after, ns, "istiod-stable"); err != nil || after.UID != stable.UID {
+		t.Errorf("removing the canary touched the stable control plane: %v", err)
+	}
+	if err := get(t, &corev1.Namespace{}, "", ns); err != nil {
+		t.Errorf("removing the canary removed the shared namespace: %v", err)
+	}
+	waitReady(t, "stable")
+}
+
+// Two revisions that both enable the same gateway in one namespace do not
+// fight over it: the second stalls, naming the object and its owner.
+func TestTwoRevisionsClaimingOneGatewayStall(t *testing.T) {
+	ns := "mesh-claim"
+	install(t, "metadata: {name: claim-a}\nspec: {profile: default, namespace: "+ns+", revision: a}")
+	waitReady(t, "claim-a")
+	install(t, "metadata: {name: claim-b}\nspec: {profile: default, namespace: "+ns+", revision: b}")
+	mi := waitCondition(t, "claim-b", controllers.ConditionStalled, metav1.ConditionTrue, controllers.ReasonObjectConflict)
+	if msg := conditionMessage(mi, controllers.ConditionReady); !strings.Contains(msg, "istio-ingressgateway") || !strings.Contains(msg, `"claim-a"`) {
+		t.Errorf("message %q does not name the gateway and its owner", msg)
+	}
+	dep := &appsv1.Deployment{}
+	if err := get(t, dep, ns, "istio-ingressgateway"); err != nil || dep.Labels["install.mizzen.dev/name"] != "claim-a" {
+		t.Errorf("the gateway changed hands: %v %v", err, dep.Labels)
+	}
+}
