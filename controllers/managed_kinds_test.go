@@ -6,7 +6,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/mizzen-mesh/mizzen/api/v1alpha1"
-	"github.com/mizzen-mesh/mizzen/internal/profile"
 	"github.com/mizzen-mesh/mizzen/internal/render"
 )
 
@@ -29,17 +28,13 @@ values:
 		if err := yaml.UnmarshalStrict([]byte(in), user); err != nil {
 			t.Fatal(err)
 		}
-		spec, err := profile.Apply(user)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := render.Render("mesh", spec, render.Options{Version: "0.1.0", Hub: "h", Image: "i"})
+		res, err := render.RenderUserSpec("mesh", user, render.Options{Version: "0.1.0", Hub: "h", Image: "i"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, o := range res.Objects {
 			if gk := o.GroupVersionKind().GroupKind(); !managed[gk] {
-				t.Errorf("%s renders %s, which ManagedKinds does not watch", spec.Profile, gk)
+				t.Errorf("%q renders %s, which ManagedKinds does not watch", in, gk)
 			}
 		}
 	}

@@ -74,11 +74,11 @@ var listKeys = map[string]string{
 // key, gateways merge by name (a gateway over names one of the base's changes
 // it, another name is added), and every other value in over replaces base's.
 func Merge(base, over *v1alpha1.MeshInstallSpec) (*v1alpha1.MeshInstallSpec, error) {
-	b, err := toMap(base)
+	b, err := ToMap(base)
 	if err != nil {
 		return nil, err
 	}
-	o, err := toMap(over)
+	o, err := ToMap(over)
 	if err != nil {
 		return nil, err
 	}
@@ -94,11 +94,12 @@ func Merge(base, over *v1alpha1.MeshInstallSpec) (*v1alpha1.MeshInstallSpec, err
 	return out, nil
 }
 
-func toMap(spec *v1alpha1.MeshInstallSpec) (map[string]any, error) {
-	if spec == nil {
+// ToMap turns a value into its JSON object form (nil is an empty map).
+func ToMap(v any) (map[string]any, error) {
+	if spec, ok := v.(*v1alpha1.MeshInstallSpec); ok && spec == nil {
 		return map[string]any{}, nil
 	}
-	data, err := json.Marshal(spec)
+	data, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}

@@ -110,6 +110,16 @@ type release struct {
 	values    map[string]any
 }
 
+// RenderUserSpec layers a user's spec over its profile and renders it, as
+// the operator does.
+func RenderUserSpec(owner string, user *v1alpha1.MeshInstallSpec, opts Options) (*Result, error) {
+	spec, err := profile.Apply(user)
+	if err != nil {
+		return nil, err
+	}
+	return Render(owner, spec, opts)
+}
+
 // Render renders the effective spec of the MeshInstall called owner.
 func Render(owner string, spec *v1alpha1.MeshInstallSpec, opts Options) (*Result, error) {
 	return new(Renderer).Render(owner, spec, opts)
@@ -446,7 +456,7 @@ func meshConfigValues(spec *v1alpha1.MeshInstallSpec, ns, trustDomain string) (m
 	if spec.MeshConfig == nil {
 		return defaults, nil
 	}
-	user, err := toMap(spec.MeshConfig)
+	user, err := profile.ToMap(spec.MeshConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -461,11 +471,11 @@ func proxyDefaults(spec *v1alpha1.MeshInstallSpec) *v1alpha1.ProxyConfig {
 }
 
 func workloadValues(ws v1alpha1.WorkloadSettings) (map[string]any, error) {
-	return toMap(ws)
+	return profile.ToMap(ws)
 }
 
 func addonValues(a v1alpha1.AddonComponent) (map[string]any, error) {
-	m, err := toMap(a)
+	m, err := profile.ToMap(a)
 	if err != nil {
 		return nil, err
 	}
@@ -530,18 +540,6 @@ func gatewayValues(kind string, gw v1alpha1.GatewayComponent) (map[string]any, e
 		values["service"] = svc
 	}
 	return values, nil
-}
-
-func toMap(v any) (map[string]any, error) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]any{}
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, err
-	}
-	return m, nil
 }
 
 func asMap(v any) map[string]any {

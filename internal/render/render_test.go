@@ -24,11 +24,7 @@ func renderSpec(t *testing.T, in string) *Result {
 	if err := yaml.UnmarshalStrict([]byte(in), user); err != nil {
 		t.Fatal(err)
 	}
-	spec, err := profile.Apply(user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := Render("mesh", spec, testOptions)
+	res, err := RenderUserSpec("mesh", user, testOptions)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/mizzen-mesh/mizzen/api/v1alpha1"
-	"github.com/mizzen-mesh/mizzen/internal/profile"
 	"github.com/mizzen-mesh/mizzen/internal/render"
 	"github.com/mizzen-mesh/mizzen/internal/version"
 )
@@ -63,14 +62,7 @@ func Run(args []string, stdout, stderr io.Writer) error {
 
 // Render renders a MeshInstall as the operator would.
 func Render(mi *v1alpha1.MeshInstall, opts render.Options) ([]map[string]any, error) {
-	spec, err := profile.Apply(&mi.Spec)
-	if err != nil {
-		return nil, err
-	}
-	if spec.Namespace == "" {
-		spec.Namespace = v1alpha1.DefaultNamespace
-	}
-	res, err := render.Render(mi.Name, spec, opts)
+	res, err := render.RenderUserSpec(mi.Name, &mi.Spec, opts)
 	if err != nil {
 		return nil, err
 	}
