@@ -23,6 +23,7 @@ test: setup verify ## Run every test: generated files up to date, unit, chart, a
 setup: ## Build the local control plane's binaries and the code generators into ~/.cache/mizzen (once).
 	hack/setup-kube.sh >/dev/null
 	hack/setup-tools.sh >/dev/null
+	hack/check-project.sh >/dev/null
 
 .PHONY: generate
 generate: ## Regenerate deepcopy, CRDs, RBAC and the Istio CRDs of charts/base.
