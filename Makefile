@@ -29,6 +29,10 @@ setup: ## Build the local control plane's binaries and the code generators into 
 generate: ## Regenerate deepcopy, CRDs, RBAC and the Istio CRDs of charts/base.
 	hack/generate.sh
 
+.PHONY: bundle
+bundle: ## Regenerate the OLM bundle for OperatorHub (bundle/, bundle.Dockerfile) from config/, the samples and the charts.
+	go run ./hack/gen-bundle
+
 .PHONY: verify
 verify: ## Fail when generated files are stale, code is not gofmt'ed, or go vet complains.
 	hack/generate.sh --check
