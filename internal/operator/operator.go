@@ -69,7 +69,9 @@ func New(cfg *rest.Config, opts Options) (*Operator, error) {
 		return nil, fmt.Errorf("creating API client: %w", err)
 	}
 	r := &controllers.MeshInstallReconciler{
-		Client:          mgr.GetClient(),
+		// Every write of the operator (finalizer, status) under its one
+		// field manager, the same as its server-side applies.
+		Client:          client.WithFieldOwner(mgr.GetClient(), apply.FieldManager),
 		Applier:         apply.New(direct, mgr.GetCache()),
 		Events:          mgr.GetEventRecorder("mizzen-operator"),
 		Render:          opts.Render,
