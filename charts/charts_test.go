@@ -1643,3 +1643,27 @@ affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: [{
 		t.Fatal(err)
 	}
 }
+
+// A user who brings the injector's serving certificate (e.g. from
+// cert-manager) gets it mounted and passed to the injector.
+func TestInjectorTakesAGivenCertificate(t *testing.T) {
+	chrt, err := charts.Load("injector")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals, err := util.ToRenderValuesWithSchemaValidation(chrt, map[string]any{"webhook": map[string]any{"certificateSecret": "injector-cert"}},
+		common.ReleaseOptions{Name: "injector", Namespace: "istio-system", IsInstall: true}, common.DefaultCapabilities, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := engine.Render(chrt, vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dep := files["injector/templates/deployment.yaml"]
+	for _, want := range []string{"--tls-cert-dir=/etc/istio/webhook-certs", "secretName: injector-cert", "mountPath: /etc/istio/webhook-certs"} {
+		if !strings.Contains(dep, want) {
+			t.Errorf("the injector Deployment lacks %q:\n%s", want, dep)
+		}
+	}
+}

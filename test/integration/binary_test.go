@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/mizzen-mesh/mizzen/internal/operator"
+	"github.com/mizzen-mesh/mizzen/test/cluster"
 )
 
 // The operator binary, as its Deployment runs it: it elects a leader with a
@@ -39,7 +39,7 @@ func TestOperatorBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	probes, metrics := freePort(t), freePort(t)
-	log := &syncLog{}
+	log := &cluster.SyncBuffer{}
 	cmd := exec.Command(bin, "--leader-elect", "--leader-election-namespace=mizzen-leader",
 		"--health-probe-bind-address=127.0.0.1:"+probes, "--metrics-bind-address=127.0.0.1:"+metrics)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kube.Kubeconfig)
@@ -119,22 +119,4 @@ func freePort(t *testing.T) string {
 	defer l.Close()
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 	return port
-}
-
-// syncLog collects a process's stdout and stderr; safe to read meanwhile.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
