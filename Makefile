@@ -48,9 +48,10 @@ render: ## Print what the demo profile installs.
 	go run . render --profile demo
 
 .PHONY: bench
-bench: setup ## Run the operator's benchmarks on a local control plane.
+bench: setup ## Benchmarks: install time, no-op reconcile, operator memory (local control plane), injection latency.
 	go test -run '^$$' -bench InstallDemo -benchtime 5x -count 1 ./test/bench/
 	go test -run '^$$' -bench NoopReconcile -benchtime 200x -count 1 ./test/bench/
+	go test -run '^$$' -bench Injection -benchtime 3s -count 1 ./internal/inject/
 
 .PHONY: docker-build
 docker-build: ## Build the one image holding every binary (needs a Docker engine).
