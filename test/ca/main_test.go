@@ -7,7 +7,7 @@ package ca
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -45,77 +45,58 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(cluster.RunTests(m, "CA tests", cluster.Options{Nodes: 1}, startCA))
 }
 
-func run(m *testing.M) int {
-	flag.Parse()
-	if testing.Short() {
-		fmt.Println("CA tests need a control plane; skipped in -short mode")
-		return 0
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: 1})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting the test cluster:", err)
-		return 1
-	}
-	defer c.Stop()
+// startCA serves the CA over gRPC on loopback and runs the root publisher,
+// as the ServiceAccount istio-system/istiod, until ctx ends.
+func startCA(ctx context.Context, c *cluster.Cluster) (func() error, error) {
+	var err error
 	if cs, err = kubernetes.NewForConfig(c.Config); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: meshNamespace}}, metav1.CreateOptions{}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
-	// The CA runs as ServiceAccount istio-system/istiod with only what it
-	// needs (see grantCA).
+	// The CA runs with only what it needs (see grantCA).
 	caCS, err := caIdentity(ctx, c)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "setting up the CA's identity:", err)
-		return 1
+		return nil, fmt.Errorf("the CA's identity: %w", err)
 	}
 	if root, err = ca.LoadOrCreateRoot(ctx, caCS, meshNamespace); err != nil {
-		fmt.Fprintln(os.Stderr, "loading the root:", err)
-		return 1
+		return nil, fmt.Errorf("loading the root: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	server, err = ca.NewServer(&ca.Signer{Root: root, MaxTTL: maxTTL},
 		&ca.TokenAuthenticator{Client: caCS, Audience: ca.DefaultAudience}, registry, log)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
 	gs := grpc.NewServer()
 	pb.RegisterIstioCertificateServiceServer(gs, server)
 	go func() { _ = gs.Serve(lis) }()
-	defer gs.Stop()
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		gs.Stop()
+		return nil, err
 	}
-	defer conn.Close()
 	caClient = pb.NewIstioCertificateServiceClient(conn)
 
 	publisher = ca.NewRootPublisher(caCS, root.RootPEM(), time.Minute, log)
 	pubDone := make(chan error, 1)
 	go func() { pubDone <- publisher.Run(ctx) }()
-
-	code := m.Run()
-	cancel()
-	if err := <-pubDone; err != nil && err != context.Canceled {
-		fmt.Fprintln(os.Stderr, "root publisher:", err)
-		code = 1
-	}
-	return code
+	return func() error {
+		conn.Close()
+		gs.Stop()
+		if err := <-pubDone; err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("root publisher: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // eventually retries f until it succeeds or waitTimeout passes.

@@ -9,7 +9,7 @@ package injector
 
 import (
 	"context"
-	"flag"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -64,34 +64,21 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(cluster.RunTests(m, "injector tests", cluster.Options{Nodes: 1}, startInjectors))
 }
 
-func run(m *testing.M) int {
-	flag.Parse()
-	if testing.Short() {
-		fmt.Println("injector tests need a control plane; skipped in -short mode")
-		return 0
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: 1})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting the test cluster:", err)
-		return 1
-	}
-	defer c.Stop()
+// startInjectors runs the default and canary revisions' injectors in this
+// process until ctx ends, and prepares the one TestBinary runs.
+func startInjectors(ctx context.Context, c *cluster.Cluster) (func() error, error) {
+	var err error
 	if k, err = c.Client(clientgoscheme.Scheme); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
 	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
 		"metadata": map[string]any{"name": meshNamespace}}}
 	if err := k.Create(ctx, ns); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
-
 	done := make(chan error, 2)
 	started := 0
 	for _, s := range []struct {
@@ -103,39 +90,32 @@ func run(m *testing.M) int {
 	} {
 		i, opts, err := setUp(ctx, c, s.spec)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "setting up an injector:", err)
-			return 1
+			return nil, fmt.Errorf("an injector: %w", err)
 		}
 		*s.into = i
 		started++
 		go func() { done <- inject.Run(ctx, opts) }()
 	}
 	if binaryI, _, err = setUp(ctx, c, "profile: minimal\nrevision: bin\n"); err != nil {
-		fmt.Fprintln(os.Stderr, "setting up the binary's injector:", err)
-		return 1
+		return nil, fmt.Errorf("the binary's injector: %w", err)
 	}
 	for _, i := range []*injector{defaultI, canaryI} {
 		if err := i.waitReady(ctx); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+			return nil, err
 		}
 	}
-	defer func() {
-		for _, i := range []*injector{defaultI, canaryI, binaryI} {
-			if i != nil {
-				_ = os.RemoveAll(filepath.Dir(i.configDir))
+	return func() error {
+		var errs []error
+		for ; started > 0; started-- {
+			if err := <-done; err != nil {
+				errs = append(errs, fmt.Errorf("injector: %w", err))
 			}
 		}
-	}()
-	code := m.Run()
-	cancel()
-	for ; started > 0; started-- {
-		if err := <-done; err != nil {
-			fmt.Fprintln(os.Stderr, "injector:", err)
-			code = 1
+		for _, i := range []*injector{defaultI, canaryI, binaryI} {
+			_ = os.RemoveAll(filepath.Dir(i.configDir))
 		}
-	}
-	return code
+		return errors.Join(errs...)
+	}, nil
 }
 
 // renderInjector renders a MeshInstall spec with the operator's renderer

@@ -5,7 +5,6 @@ package integration
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,34 +40,19 @@ var (
 
 // TestMain starts one cluster and one operator for every test of the package.
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	flag.Parse()
-	if testing.Short() {
-		fmt.Println("integration tests need a control plane; skipped in -short mode")
-		return 0
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{
+	os.Exit(cluster.RunTests(m, "integration tests", cluster.Options{
 		CRDDirectoryPaths: []string{filepath.Join(repoRoot(), "config", "crd", "bases")},
 		Scheme:            controllers.Scheme(),
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting the test cluster:", err)
-		return 1
-	}
-	defer c.Stop()
+	}, startOperator))
+}
 
+// startOperator runs the operator until ctx ends.
+func startOperator(ctx context.Context, c *cluster.Cluster) (func() error, error) {
 	kube = c
-	k, err = c.Client(controllers.Scheme())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	var err error
+	if k, err = c.Client(controllers.Scheme()); err != nil {
+		return nil, err
 	}
-
 	if os.Getenv("MIZZEN_OPERATOR_LOG") == "1" {
 		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
 	}
@@ -76,8 +60,7 @@ func run(m *testing.M) int {
 	// so every test also proves that role is enough.
 	cfg, err := operatorIdentity(c)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "setting up the operator's identity:", err)
-		return 1
+		return nil, fmt.Errorf("the operator's identity: %w", err)
 	}
 	cfg.QPS, cfg.Burst = 200, 400
 	cfg.WrapTransport = writes.Wrap
@@ -86,20 +69,11 @@ func run(m *testing.M) int {
 		RequeueInterval: time.Second,
 	})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return nil, err
 	}
-	mgrDone := make(chan error, 1)
-	go func() { mgrDone <- op.Manager.Start(ctx) }()
-	code := m.Run()
-	cancel()
-	if err := <-mgrDone; err != nil {
-		fmt.Fprintln(os.Stderr, "operator:", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	return code
+	done := make(chan error, 1)
+	go func() { done <- op.Manager.Start(ctx) }()
+	return func() error { return <-done }, nil
 }
 
 func repoRoot() string {
