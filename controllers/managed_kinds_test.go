@@ -24,18 +24,25 @@ values:
   injector: {podDisruptionBudget: {enabled: true}}
 `}
 	for _, in := range specs {
-		user := &v1alpha1.MeshInstallSpec{}
-		if err := yaml.UnmarshalStrict([]byte(in), user); err != nil {
-			t.Fatal(err)
-		}
-		res, err := render.RenderUserSpec("mesh", user, render.Options{Version: "0.1.0", Hub: "h", Image: "i"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		res := renderYAML(t, in)
 		for _, o := range res.Objects {
 			if gk := o.GroupVersionKind().GroupKind(); !managed[gk] {
 				t.Errorf("%q renders %s, which ManagedKinds does not watch", in, gk)
 			}
 		}
 	}
+}
+
+// renderYAML renders a MeshInstall spec written as YAML, as the operator would.
+func renderYAML(t *testing.T, spec string) *render.Result {
+	t.Helper()
+	user := &v1alpha1.MeshInstallSpec{}
+	if err := yaml.UnmarshalStrict([]byte(spec), user); err != nil {
+		t.Fatal(err)
+	}
+	res, err := render.RenderUserSpec("mesh", user, render.Options{Version: "0.1.0", Hub: "h", Image: "i"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
 }

@@ -9,9 +9,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/component-helpers/auth/rbac/validation"
 	"sigs.k8s.io/yaml"
-
-	"github.com/mizzen-mesh/mizzen/api/v1alpha1"
-	"github.com/mizzen-mesh/mizzen/internal/render"
 )
 
 // The operator's generated ClusterRole covers every rule of every Role and
@@ -27,14 +24,7 @@ func TestOperatorRoleCoversWhatTheChartsGrant(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, in := range []string{"profile: demo", "profile: default\nrevision: canary"} {
-		user := &v1alpha1.MeshInstallSpec{}
-		if err := yaml.UnmarshalStrict([]byte(in), user); err != nil {
-			t.Fatal(err)
-		}
-		res, err := render.RenderUserSpec("mesh", user, render.Options{Version: "0.1.0", Hub: "h", Image: "i"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		res := renderYAML(t, in)
 		for _, o := range res.Objects {
 			var rules []rbacv1.PolicyRule
 			switch o.GetKind() {
