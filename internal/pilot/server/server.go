@@ -1,0 +1,554 @@
+// Package server is the control plane's xDS server: it serves Aggregated
+// Discovery (SotW and delta) with go-control-plane, one snapshot per
+// connected proxy keyed by its node id once the caller's client
+// certificate proved its identity, debounces configuration changes and
+// regenerates the connected proxies' configuration in parallel, pushing
+// only endpoints when only endpoints changed.
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	sotw "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mizzen-mesh/mizzen/internal/pilot/model"
+	"github.com/mizzen-mesh/mizzen/internal/xds"
+)
+
+// Defaults of Options.
+const (
+	DefaultDebounceAfter = 100 * time.Millisecond
+	DefaultDebounceMax   = time.Second
+)
+
+// Discovery is what the server needs from service discovery
+// (internal/pilot/discovery's Controller).
+type Discovery interface {
+	// Snapshot returns the current immutable PushContext.
+	Snapshot() *model.PushContext
+	// BuildProxy turns a node into a Proxy for the verified identity,
+	// rejecting nodes that disagree with it.
+	BuildProxy(node *corev3.Node, certNamespace, certServiceAccount string) (*model.Proxy, error)
+	// ReportInvalid records an Istio object translation had to skip.
+	ReportInvalid(kind, namespace, name, reason string)
+}
+
+// GenerateFunc translates a snapshot for one proxy (xds.Generate).
+type GenerateFunc func(push *model.PushContext, proxy *model.Proxy) *xds.Resources
+
+// GenerateEndpointsFunc translates the endpoints of some clusters for one
+// proxy (xds.GenerateEndpoints).
+type GenerateEndpointsFunc func(push *model.PushContext, proxy *model.Proxy, clusterNames []string) []*endpointv3.ClusterLoadAssignment
+
+// Options configures a Server.
+type Options struct {
+	Discovery         Discovery
+	Generate          GenerateFunc
+	GenerateEndpoints GenerateEndpointsFunc
+	// TrustDomain client certificates must belong to; default cluster.local.
+	TrustDomain string
+	// DebounceAfter is the quiet time after the last change before a push
+	// (default 100ms); DebounceMax bounds how long changes may keep
+	// postponing it (default 1s).
+	DebounceAfter, DebounceMax time.Duration
+	// Workers regenerate proxies in parallel; default GOMAXPROCS.
+	Workers int
+	// PlaintextNodeIdentity lets streams on a plaintext listener (15010)
+	// identify themselves by their node metadata (NAMESPACE,
+	// SERVICE_ACCOUNT) instead of a certificate. For local debugging only:
+	// any client can then claim any identity. Streams over TLS always need
+	// a verified client certificate.
+	PlaintextNodeIdentity bool
+	// Registry receives the metrics; nil for none.
+	Registry prometheus.Registerer
+	Log      *slog.Logger
+}
+
+// Change is one configuration change that needs a push.
+type Change struct {
+	// EndpointsOnly changes affect only the endpoints of Hostnames.
+	EndpointsOnly bool
+	Hostnames     []string
+}
+
+// Server serves ADS. Create it with New, register it on gRPC servers with
+// Register, feed it changes with OnChange and run its push loop with Run.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	cache   cachev3.SnapshotCache
+	xds     serverv3.Server
+	metrics *metrics
+
+	mu      sync.Mutex
+	streams map[streamKey]*stream
+	nodes   map[string]*node // by node id
+
+	pendingMu sync.Mutex
+	pending   *batch
+	notify    chan struct{}
+
+	pushMu sync.Mutex // one push at a time
+
+	// seqMu pairs each PushContext with a sequence number so that a node
+	// never replaces its configuration with one from an older snapshot.
+	seqMu sync.Mutex
+	seq   uint64
+}
+
+// batch is a set of debounced changes.
+type batch struct {
+	first, last time.Time
+	full        bool
+	hostnames   map[string]bool
+}
+
+// node is one node id's state: its proxy, the resources it was last
+// generated and the snapshot versions per type.
+type node struct {
+	mu       sync.Mutex
+	id       string
+	coreNode *corev3.Node
+	identity Identity
+	proxy    *model.Proxy
+	res      *xds.Resources
+	versions map[string]string
+	refs     int
+	seq      uint64 // of the snapshot the configuration was generated from
+}
+
+// snapshot returns the current PushContext and its sequence number.
+func (s *Server) snapshot() (*model.PushContext, uint64) {
+	s.seqMu.Lock()
+	defer s.seqMu.Unlock()
+	s.seq++
+	return s.opts.Discovery.Snapshot(), s.seq
+}
+
+// New returns a server.
+func New(opts Options) (*Server, error) {
+	if opts.Discovery == nil || opts.Generate == nil {
+		return nil, errors.New("server needs Discovery and Generate")
+	}
+	if opts.TrustDomain == "" {
+		opts.TrustDomain = "cluster.local"
+	}
+	if opts.DebounceAfter <= 0 {
+		opts.DebounceAfter = DefaultDebounceAfter
+	}
+	if opts.DebounceMax <= 0 {
+		opts.DebounceMax = DefaultDebounceMax
+	}
+	if opts.DebounceMax < opts.DebounceAfter {
+		opts.DebounceMax = opts.DebounceAfter
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	m, err := newMetrics(opts.Registry)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opts:    opts,
+		log:     opts.Log,
+		metrics: m,
+		streams: map[streamKey]*stream{},
+		nodes:   map[string]*node{},
+		notify:  make(chan struct{}, 1),
+	}
+	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{opts.Log})
+	return s, nil
+}
+
+// Register serves ADS (SotW and delta) on gs; ctx bounds the xDS streams.
+func (s *Server) Register(ctx context.Context, gs *grpc.Server) {
+	if s.xds == nil {
+		s.xds = serverv3.NewServer(ctx, s.cache, &callbacks{s}, sotw.WithOrderedADS())
+	}
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, s.xds)
+}
+
+// OnChange queues a change for the next debounced push. It never blocks.
+func (s *Server) OnChange(c Change) {
+	now := time.Now()
+	s.pendingMu.Lock()
+	if s.pending == nil {
+		s.pending = &batch{first: now, hostnames: map[string]bool{}}
+	}
+	s.pending.last = now
+	if !c.EndpointsOnly {
+		s.pending.full = true
+	}
+	for _, h := range c.Hostnames {
+		s.pending.hostnames[h] = true
+	}
+	s.pendingMu.Unlock()
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Run pushes debounced changes until ctx ends: a batch is pushed once no
+// change arrived for DebounceAfter, or DebounceMax after its first change.
+func (s *Server) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.notify:
+		}
+		for {
+			s.pendingMu.Lock()
+			b := s.pending
+			var fire time.Time
+			if b != nil {
+				fire = b.last.Add(s.opts.DebounceAfter)
+				if limit := b.first.Add(s.opts.DebounceMax); limit.Before(fire) {
+					fire = limit
+				}
+			}
+			s.pendingMu.Unlock()
+			if b == nil {
+				break
+			}
+			d := time.Until(fire)
+			if d <= 0 {
+				s.pendingMu.Lock()
+				s.pending = nil
+				s.pendingMu.Unlock()
+				s.push(ctx, b)
+				break
+			}
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// push regenerates every connected node for a batch.
+func (s *Server) push(ctx context.Context, b *batch) {
+	s.pushMu.Lock()
+	defer s.pushMu.Unlock()
+	push, seq := s.snapshot()
+	if push == nil {
+		return
+	}
+	s.mu.Lock()
+	nodes := make([]*node, 0, len(s.nodes))
+	for _, n := range s.nodes {
+		nodes = append(nodes, n)
+	}
+	s.mu.Unlock()
+	work := make(chan *node)
+	var wg sync.WaitGroup
+	for i := 0; i < s.opts.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range work {
+				if b.full || s.opts.GenerateEndpoints == nil {
+					s.generate(ctx, push, seq, n, true)
+				} else {
+					s.generateEndpoints(ctx, push, seq, n, b.hostnames)
+				}
+			}
+		}()
+	}
+	for _, n := range nodes {
+		work <- n
+	}
+	close(work)
+	wg.Wait()
+	s.metrics.convergence.Observe(time.Since(b.first).Seconds())
+	s.log.Debug("pushed", "proxies", len(nodes), "full", b.full, "hostnames", len(b.hostnames), "since", time.Since(b.first))
+}
+
+// generate builds and sets a node's full snapshot. With rebuild, the proxy
+// is built again from its node (pod labels may have changed).
+func (s *Server) generate(ctx context.Context, push *model.PushContext, seq uint64, n *node, rebuild bool) {
+	start := time.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.seq > seq {
+		return // already generated from a newer snapshot
+	}
+	n.seq = seq
+	if rebuild {
+		p, err := s.opts.Discovery.BuildProxy(n.coreNode, n.identity.Namespace, n.identity.ServiceAccount)
+		if err != nil {
+			s.log.Warn("rebuilding proxy failed; keeping the previous one", "proxy", n.id, "err", err)
+		} else {
+			n.proxy = p
+		}
+	}
+	res, err := s.safeGenerate(push, n.proxy)
+	if err != nil {
+		s.metrics.internalErrors.Inc()
+		s.log.Error("generating configuration", "proxy", n.id, "err", err)
+		return
+	}
+	for _, sk := range res.Skipped {
+		s.opts.Discovery.ReportInvalid(sk.Kind, sk.Namespace, sk.Name, sk.Reason)
+	}
+	n.res = res
+	s.setSnapshot(ctx, n, map[string]bool{xds.ClusterType: true, xds.EndpointType: true, xds.ListenerType: true, xds.RouteType: true, xds.SecretType: true})
+	s.metrics.pushTime.Observe(time.Since(start).Seconds())
+}
+
+func (s *Server) safeGenerate(push *model.PushContext, p *model.Proxy) (res *xds.Resources, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("translation panicked: %v", r)
+		}
+	}()
+	res = s.opts.Generate(push, p)
+	if res == nil {
+		return nil, errors.New("translation returned nothing")
+	}
+	return res, nil
+}
+
+// generateEndpoints regenerates only the EDS clusters of hostnames.
+func (s *Server) generateEndpoints(ctx context.Context, push *model.PushContext, seq uint64, n *node, hostnames map[string]bool) {
+	start := time.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.res == nil || n.seq > seq {
+		return
+	}
+	n.seq = seq
+	var names []string
+	for _, c := range n.res.Clusters {
+		if c.GetEdsClusterConfig() == nil {
+			continue
+		}
+		_, _, _, host, err := xds.ParseClusterName(c.GetName())
+		if err != nil || !hostnames[host] {
+			continue
+		}
+		names = append(names, c.GetName())
+	}
+	if len(names) == 0 {
+		return
+	}
+	var cla []*endpointv3.ClusterLoadAssignment
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				s.metrics.internalErrors.Inc()
+				s.log.Error("generating endpoints panicked", "proxy", n.id, "panic", r)
+				cla = nil
+			}
+		}()
+		cla = s.opts.GenerateEndpoints(push, n.proxy, names)
+	}()
+	byName := map[string]*endpointv3.ClusterLoadAssignment{}
+	for _, e := range n.res.Endpoints {
+		byName[e.GetClusterName()] = e
+	}
+	for _, name := range names {
+		delete(byName, name)
+	}
+	for _, e := range cla {
+		byName[e.GetClusterName()] = e
+	}
+	merged := make([]*endpointv3.ClusterLoadAssignment, 0, len(byName))
+	for _, e := range byName {
+		merged = append(merged, e)
+	}
+	sort.Slice(merged, func(i, j int) bool { return merged[i].GetClusterName() < merged[j].GetClusterName() })
+	res := *n.res
+	res.Endpoints = merged
+	n.res = &res
+	s.setSnapshot(ctx, n, map[string]bool{xds.EndpointType: true})
+	s.metrics.pushTime.Observe(time.Since(start).Seconds())
+}
+
+// setSnapshot sets n's snapshot from n.res; only the types in changed are
+// hashed again, the others keep their versions (and are not resent).
+// Callers hold n.mu.
+func (s *Server) setSnapshot(ctx context.Context, n *node, changed map[string]bool) {
+	if n.versions == nil {
+		n.versions = map[string]string{}
+	}
+	lists := resourceLists(n.res)
+	snap := &cachev3.Snapshot{}
+	for typeURL, items := range lists {
+		if changed[typeURL] || n.versions[typeURL] == "" {
+			v, err := hashResources(items)
+			if err != nil {
+				s.metrics.internalErrors.Inc()
+				s.log.Error("hashing resources", "proxy", n.id, "type", typeURL, "err", err)
+				return
+			}
+			n.versions[typeURL] = v
+		}
+		snap.Resources[responseType(typeURL)] = cachev3.NewResources(n.versions[typeURL], items)
+	}
+	if err := s.cache.SetSnapshot(ctx, n.id, snap); err != nil {
+		s.metrics.internalErrors.Inc()
+		s.log.Error("setting snapshot", "proxy", n.id, "err", err)
+	}
+}
+
+func resourceLists(r *xds.Resources) map[string][]types.Resource {
+	out := map[string][]types.Resource{
+		xds.ClusterType:  make([]types.Resource, 0, len(r.Clusters)),
+		xds.EndpointType: make([]types.Resource, 0, len(r.Endpoints)),
+		xds.ListenerType: make([]types.Resource, 0, len(r.Listeners)),
+		xds.RouteType:    make([]types.Resource, 0, len(r.Routes)),
+		xds.SecretType:   make([]types.Resource, 0, len(r.Secrets)),
+	}
+	for _, x := range r.Clusters {
+		out[xds.ClusterType] = append(out[xds.ClusterType], x)
+	}
+	for _, x := range r.Endpoints {
+		out[xds.EndpointType] = append(out[xds.EndpointType], x)
+	}
+	for _, x := range r.Listeners {
+		out[xds.ListenerType] = append(out[xds.ListenerType], x)
+	}
+	for _, x := range r.Routes {
+		out[xds.RouteType] = append(out[xds.RouteType], x)
+	}
+	for _, x := range r.Secrets {
+		out[xds.SecretType] = append(out[xds.SecretType], x)
+	}
+	return out
+}
+
+func responseType(typeURL string) types.ResponseType {
+	switch typeURL {
+	case xds.ClusterType:
+		return types.Cluster
+	case xds.EndpointType:
+		return types.Endpoint
+	case xds.ListenerType:
+		return types.Listener
+	case xds.RouteType:
+		return types.Route
+	}
+	return types.Secret
+}
+
+// hashResources versions a list by its content, so an unchanged list keeps
+// its version and is not sent again.
+func hashResources(items []types.Resource) (string, error) {
+	h := sha256.New()
+	opts := proto.MarshalOptions{Deterministic: true}
+	var buf []byte
+	for _, it := range items {
+		var err error
+		buf, err = opts.MarshalAppend(buf[:0], it)
+		if err != nil {
+			return "", err
+		}
+		var l [8]byte
+		for i := range 8 {
+			l[i] = byte(len(buf) >> (8 * i))
+		}
+		h.Write(l[:])
+		h.Write(buf)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8]), nil
+}
+
+// connect registers a stream's node after its identity was verified, and
+// generates the node's first snapshot when it is new.
+func (s *Server) connect(ctx context.Context, st *stream, cn *corev3.Node) error {
+	if cn.GetId() == "" {
+		return status.Error(codes.InvalidArgument, "the first request must carry a node with an id")
+	}
+	proxy, err := s.opts.Discovery.BuildProxy(cn, st.identity.Namespace, st.identity.ServiceAccount)
+	if err != nil {
+		s.log.Warn("refused xDS client", "node", cn.GetId(), "identity", st.identity.String(), "err", err)
+		return status.Errorf(codes.PermissionDenied, "node %q refused for %s: %v", cn.GetId(), st.identity, err)
+	}
+	s.mu.Lock()
+	n, ok := s.nodes[cn.GetId()]
+	if ok && (n.identity.Namespace != st.identity.Namespace || n.identity.ServiceAccount != st.identity.ServiceAccount) {
+		s.mu.Unlock()
+		return status.Errorf(codes.PermissionDenied, "node %q is connected with another identity", cn.GetId())
+	}
+	if !ok {
+		n = &node{id: cn.GetId(), coreNode: cn, identity: st.identity, proxy: proxy}
+		s.nodes[n.id] = n
+	}
+	n.refs++
+	st.node = n
+	s.mu.Unlock()
+	if !ok {
+		if push, seq := s.snapshot(); push != nil {
+			s.generate(ctx, push, seq, n, false)
+		}
+	}
+	s.log.Info("xDS client connected", "proxy", n.id, "identity", st.identity.String(), "stream", st.key)
+	return nil
+}
+
+// disconnect forgets a stream, and its node once no stream uses it.
+func (s *Server) disconnect(st *stream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.streams, st.key)
+	s.metrics.connected.Set(float64(len(s.streams)))
+	if st.node == nil {
+		return
+	}
+	st.node.refs--
+	if st.node.refs == 0 && s.nodes[st.node.id] == st.node {
+		delete(s.nodes, st.node.id)
+		s.cache.ClearSnapshot(st.node.id)
+	}
+	s.log.Info("xDS client disconnected", "proxy", st.node.id, "stream", st.key)
+}
+
+// ConnectedProxies returns the node ids with at least one stream.
+func (s *Server) ConnectedProxies() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.nodes))
+	for id := range s.nodes {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// cacheLogger adapts slog to go-control-plane's logger, at debug level.
+type cacheLogger struct{ l *slog.Logger }
+
+func (c cacheLogger) Debugf(f string, a ...any) { c.l.Debug(fmt.Sprintf(f, a...)) }
+func (c cacheLogger) Infof(f string, a ...any)  { c.l.Debug(fmt.Sprintf(f, a...)) }
+func (c cacheLogger) Warnf(f string, a ...any)  { c.l.Warn(fmt.Sprintf(f, a...)) }
+func (c cacheLogger) Errorf(f string, a ...any) { c.l.Error(fmt.Sprintf(f, a...)) }
