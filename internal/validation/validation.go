@@ -1,0 +1,164 @@
+// Package validation checks Istio configuration the way the mesh's control
+// plane will read it: the spec of each networking.istio.io,
+// security.istio.io and telemetry.istio.io object is decoded strictly into
+// its istio.io/api message, then held to Istio's semantic rules (valid hosts,
+// weights summing to 100, compilable regular expressions, ...). Every
+// problem is reported with the path of the field at fault, and all problems
+// of an object are returned together.
+//
+// The same package serves the rules as a validating admission webhook
+// (NewHandler) and keeps that webhook's caBundle in place (KeepCABundle).
+package validation
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
+	telemetry "istio.io/api/telemetry/v1alpha1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// FieldError is one problem, at one field.
+type FieldError struct {
+	// Field is the path of the field, such as spec.http[0].route[1].weight.
+	Field string
+	// Message says what is wrong.
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// ErrUnsupportedKind is returned (wrapped) for a group, version and kind
+// that the package does not know.
+var ErrUnsupportedKind = errors.New("unsupported kind")
+
+// kind is one validated kind: its served versions, its message and its
+// semantic rules.
+type kind struct {
+	versions []string
+	newSpec  func() proto.Message
+	validate func(spec proto.Message, meta objectMeta, e *errorList)
+}
+
+// objectMeta is what the rules need from the object's metadata.
+type objectMeta struct {
+	name, namespace string
+}
+
+var kinds = map[schema.GroupKind]kind{
+	{Group: "networking.istio.io", Kind: "VirtualService"}:      {networkingVersions, func() proto.Message { return &networking.VirtualService{} }, validateVirtualService},
+	{Group: "networking.istio.io", Kind: "DestinationRule"}:     {networkingVersions, func() proto.Message { return &networking.DestinationRule{} }, validateDestinationRule},
+	{Group: "networking.istio.io", Kind: "Gateway"}:             {networkingVersions, func() proto.Message { return &networking.Gateway{} }, validateGateway},
+	{Group: "networking.istio.io", Kind: "ServiceEntry"}:        {networkingVersions, func() proto.Message { return &networking.ServiceEntry{} }, validateServiceEntry},
+	{Group: "networking.istio.io", Kind: "Sidecar"}:             {networkingVersions, func() proto.Message { return &networking.Sidecar{} }, validateSidecar},
+	{Group: "security.istio.io", Kind: "PeerAuthentication"}:    {securityVersions, func() proto.Message { return &security.PeerAuthentication{} }, validatePeerAuthentication},
+	{Group: "security.istio.io", Kind: "AuthorizationPolicy"}:   {securityVersions, func() proto.Message { return &security.AuthorizationPolicy{} }, validateAuthorizationPolicy},
+	{Group: "security.istio.io", Kind: "RequestAuthentication"}: {securityVersions, func() proto.Message { return &security.RequestAuthentication{} }, validateRequestAuthentication},
+	{Group: "telemetry.istio.io", Kind: "Telemetry"}:            {[]string{"v1", "v1alpha1"}, func() proto.Message { return &telemetry.Telemetry{} }, validateTelemetry},
+}
+
+var (
+	networkingVersions = []string{"v1", "v1beta1", "v1alpha3"}
+	securityVersions   = []string{"v1", "v1beta1"}
+)
+
+// Resource is a validated kind as the API server names it.
+type Resource struct {
+	GroupVersionKind schema.GroupVersionKind
+	// Resource is the plural, lower-case resource name.
+	Resource string
+}
+
+// Resources lists every group, version and kind that Validate accepts.
+func Resources() []Resource {
+	var out []Resource
+	for gk, k := range kinds {
+		for _, v := range k.versions {
+			out = append(out, Resource{gk.WithVersion(v), strings.ToLower(gk.Kind) + "s"})
+		}
+	}
+	return out
+}
+
+// Supported reports whether Validate knows gvk.
+func Supported(gvk schema.GroupVersionKind) bool {
+	k, ok := kinds[gvk.GroupKind()]
+	if !ok {
+		return false
+	}
+	for _, v := range k.versions {
+		if v == gvk.Version {
+			return true
+		}
+	}
+	return false
+}
+
+// Validate checks obj, an object of kind gvk. It returns nil for a valid
+// object; otherwise an error that joins one *FieldError per problem
+// (errors.Join), or an error wrapping ErrUnsupportedKind.
+func Validate(gvk schema.GroupVersionKind, obj *unstructured.Unstructured) error {
+	if !Supported(gvk) {
+		return fmt.Errorf("%w: %s", ErrUnsupportedKind, gvk)
+	}
+	k := kinds[gvk.GroupKind()]
+	var e errorList
+	meta := objectMeta{name: obj.GetName(), namespace: obj.GetNamespace()}
+	spec := k.newSpec()
+	decodeSpec(field.NewPath("spec"), obj.Object["spec"], spec, &e)
+	if e.len() == 0 {
+		k.validate(spec, meta, &e)
+	}
+	return e.err()
+}
+
+// ValidateJSON is Validate for an object encoded as JSON.
+func ValidateJSON(gvk schema.GroupVersionKind, raw []byte) error {
+	obj := &unstructured.Unstructured{}
+	if err := json.Unmarshal(raw, &obj.Object); err != nil {
+		return &FieldError{Field: "<object>", Message: "not a JSON object: " + err.Error()}
+	}
+	if obj.Object == nil {
+		return &FieldError{Field: "<object>", Message: "not a JSON object"}
+	}
+	return Validate(gvk, obj)
+}
+
+// FieldErrors returns the *FieldError values that err joins.
+func FieldErrors(err error) []*FieldError {
+	var out []*FieldError
+	var walk func(error)
+	walk = func(err error) {
+		if fe, ok := err.(*FieldError); ok {
+			out = append(out, fe)
+			return
+		}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+		}
+	}
+	walk(err)
+	return out
+}
+
+// errorList collects the problems of one object.
+type errorList struct {
+	errs []error
+}
+
+func (e *errorList) add(p *field.Path, format string, args ...any) {
+	e.errs = append(e.errs, &FieldError{Field: p.String(), Message: fmt.Sprintf(format, args...)})
+}
+
+func (e *errorList) len() int { return len(e.errs) }
+
+func (e *errorList) err() error { return errors.Join(e.errs...) }
