@@ -2,13 +2,10 @@ package xdsclient_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -22,133 +19,21 @@ import (
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/mizzen-mesh/mizzen/internal/proxy/certs"
 	"github.com/mizzen-mesh/mizzen/internal/proxy/certs/certstest"
 	"github.com/mizzen-mesh/mizzen/internal/proxy/config"
 	"github.com/mizzen-mesh/mizzen/internal/proxy/xdsclient"
+	"github.com/mizzen-mesh/mizzen/internal/proxy/xdsclient/xdstest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 const nodeID = "sidecar~10.1.0.5~cart-1.shop~shop.svc.cluster.local"
-
-// controlPlane is go-control-plane's ADS server over mTLS (client
-// certificates required, verified with the mesh root), recording what the
-// proxy sends.
-type controlPlane struct {
-	cache cache.SnapshotCache
-	addr  string
-	ca    *certstest.CA
-
-	mu    sync.Mutex
-	gs    *grpc.Server
-	reqs  []*discoverygrpc.DiscoveryRequest
-	peers []string
-}
-
-func startControlPlane(t *testing.T, ca *certstest.CA) *controlPlane {
-	cp := &controlPlane{cache: cache.NewSnapshotCache(true, cache.IDHash{}, nil), ca: ca}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp.addr = lis.Addr().String()
-	cp.serve(t, lis)
-	t.Cleanup(cp.stop)
-	return cp
-}
-
-func (cp *controlPlane) serve(t *testing.T, lis net.Listener) {
-	roots := x509.NewCertPool()
-	roots.AddCert(cp.ca.Root.RootCert)
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{*cp.ca.ServingCert(t)},
-		ClientAuth:   tls.RequireAndVerifyClientCert, ClientCAs: roots,
-	})))
-	srv := server.NewServer(context.Background(), cp.cache, server.CallbackFuncs{
-		StreamOpenFunc: func(ctx context.Context, _ int64, _ string) error {
-			p, _ := peer.FromContext(ctx)
-			if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
-				cp.mu.Lock()
-				for _, u := range ti.State.PeerCertificates[0].URIs {
-					cp.peers = append(cp.peers, u.String())
-				}
-				cp.mu.Unlock()
-			}
-			return nil
-		},
-		StreamRequestFunc: func(_ int64, r *discoverygrpc.DiscoveryRequest) error {
-			cp.mu.Lock()
-			cp.reqs = append(cp.reqs, r)
-			cp.mu.Unlock()
-			return nil
-		},
-	})
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, srv)
-	cp.mu.Lock()
-	cp.gs = gs
-	cp.mu.Unlock()
-	go func() { _ = gs.Serve(lis) }()
-}
-
-func (cp *controlPlane) stop() {
-	cp.mu.Lock()
-	defer cp.mu.Unlock()
-	if cp.gs != nil {
-		cp.gs.Stop()
-		cp.gs = nil
-	}
-}
-
-func (cp *controlPlane) restart(t *testing.T) {
-	var lis net.Listener
-	var err error
-	for i := 0; i < 50; i++ {
-		if lis, err = net.Listen("tcp", cp.addr); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp.serve(t, lis)
-}
-
-func (cp *controlPlane) set(t *testing.T, version string, res map[resourcev3.Type][]types.Resource) {
-	t.Helper()
-	snap, err := cache.NewSnapshot(version, res)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cp.cache.SetSnapshot(context.Background(), nodeID, snap); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// requests returns the requests of type t received so far.
-func (cp *controlPlane) requests(t string) []*discoverygrpc.DiscoveryRequest {
-	cp.mu.Lock()
-	defer cp.mu.Unlock()
-	var out []*discoverygrpc.DiscoveryRequest
-	for _, r := range cp.reqs {
-		if r.GetTypeUrl() == t {
-			out = append(out, r)
-		}
-	}
-	return out
-}
 
 // fakeDataplane records what it is given and rejects what reject says.
 type fakeDataplane struct {
@@ -241,7 +126,7 @@ func routes(name, clusterName string) *route.RouteConfiguration {
 }
 
 // setup runs a CA, a control plane and a client with a fake data plane.
-func setup(t *testing.T) (*controlPlane, *fakeDataplane, *xdsclient.Client, *prometheus.Registry) {
+func setup(t *testing.T) (*xdstest.ControlPlane, *fakeDataplane, *xdsclient.Client, *prometheus.Registry) {
 	t.Helper()
 	ca := certstest.Start(t, 0)
 	m, err := certs.New(certs.Options{CAAddress: ca.Addr, RootCertFile: ca.RootFile,
@@ -252,7 +137,7 @@ func setup(t *testing.T) (*controlPlane, *fakeDataplane, *xdsclient.Client, *pro
 	if err := m.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	cp := startControlPlane(t, ca)
+	cp := xdstest.Start(t, ca)
 	node, err := xdsclient.NewNode(xdsclient.NodeInput{Env: []string{
 		"POD_NAME=cart-1", "POD_NAMESPACE=shop", "INSTANCE_IP=10.1.0.5", "SERVICE_ACCOUNT=cart"}})
 	if err != nil {
@@ -262,7 +147,7 @@ func setup(t *testing.T) (*controlPlane, *fakeDataplane, *xdsclient.Client, *pro
 		t.Fatalf("node id %s", node.ID)
 	}
 	dp := &fakeDataplane{}
-	c, err := xdsclient.New(xdsclient.Options{Address: cp.addr, ServerName: "localhost", Node: node, Secrets: m,
+	c, err := xdsclient.New(xdsclient.Options{Address: cp.Addr, ServerName: "localhost", Node: node, Secrets: m,
 		Dataplane: dp, Log: quiet, BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -318,7 +203,7 @@ func complete(s *config.Snapshot, version string, clusters, eps, listeners, rts 
 
 func TestReceiveApplyAck(t *testing.T) {
 	cp, dp, c, reg := setup(t)
-	cp.set(t, "v1", v1(t))
+	cp.Set(t, nodeID, "v1", v1(t))
 	eventually(t, "the whole configuration applied", func() error { return complete(dp.snapshot(), "v1", 2, 2, 1, 1) })
 	select {
 	case <-c.Synced():
@@ -334,26 +219,24 @@ func TestReceiveApplyAck(t *testing.T) {
 	// Every type is ACKed: version v1 with the response's nonce.
 	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
 		eventually(t, "ACK of "+typ, func() error {
-			for _, r := range cp.requests(typ) {
+			for _, r := range cp.Requests(typ) {
 				if r.GetVersionInfo() == "v1" && r.GetResponseNonce() != "" && r.GetErrorDetail() == nil {
 					return nil
 				}
 			}
-			return fmt.Errorf("requests %v", cp.requests(typ))
+			return fmt.Errorf("requests %v", cp.Requests(typ))
 		})
 	}
 	// Endpoints and routes are requested by the names clusters and listeners use.
-	eds := cp.requests(resourcev3.EndpointType)
+	eds := cp.Requests(resourcev3.EndpointType)
 	if names := eds[len(eds)-1].GetResourceNames(); !slices.Equal(names, []string{"outbound|80||a.shop.svc.cluster.local", "outbound|80||b.shop.svc.cluster.local"}) {
 		t.Fatalf("EDS names %v", names)
 	}
-	if rds := cp.requests(resourcev3.RouteType); !slices.Equal(rds[len(rds)-1].GetResourceNames(), []string{"80"}) {
+	if rds := cp.Requests(resourcev3.RouteType); !slices.Equal(rds[len(rds)-1].GetResourceNames(), []string{"80"}) {
 		t.Fatalf("RDS names %v", rds[len(rds)-1].GetResourceNames())
 	}
 	// The proxy presented its workload certificate.
-	cp.mu.Lock()
-	peers := slices.Clone(cp.peers)
-	cp.mu.Unlock()
+	peers := cp.Peers()
 	if len(peers) == 0 || peers[0] != "spiffe://cluster.local/ns/shop/sa/cart" {
 		t.Fatalf("client identities seen by the control plane: %v", peers)
 	}
@@ -365,7 +248,7 @@ func TestReceiveApplyAck(t *testing.T) {
 	res := v1(t)
 	res[resourcev3.ClusterType] = res[resourcev3.ClusterType][:1]
 	res[resourcev3.EndpointType] = res[resourcev3.EndpointType][:1]
-	cp.set(t, "v2", res)
+	cp.Set(t, nodeID, "v2", res)
 	eventually(t, "the removal applied", func() error { return complete(dp.snapshot(), "v2", 1, 1, 1, 1) })
 }
 
@@ -395,14 +278,14 @@ func TestNackKeepsPreviousSnapshot(t *testing.T) {
 		}
 		return nil
 	}
-	cp.set(t, "v1", v1(t))
+	cp.Set(t, nodeID, "v1", v1(t))
 	eventually(t, "v1 applied", func() error { return complete(dp.snapshot(), "v1", 2, 2, 1, 1) })
 
 	res := v1(t)
 	res[resourcev3.ListenerType] = append(res[resourcev3.ListenerType], httpListener(t, "0.0.0.0_81", "80", ""))
-	cp.set(t, "v2", res)
+	cp.Set(t, nodeID, "v2", res)
 	eventually(t, "the NACK", func() error {
-		for _, r := range cp.requests(resourcev3.ListenerType) {
+		for _, r := range cp.Requests(resourcev3.ListenerType) {
 			if r.GetErrorDetail() != nil {
 				if !strings.Contains(r.GetErrorDetail().GetMessage(), "unsupported filter envoy.filters.http.lua") {
 					return fmt.Errorf("NACK message %q", r.GetErrorDetail().GetMessage())
@@ -422,17 +305,17 @@ func TestNackKeepsPreviousSnapshot(t *testing.T) {
 		t.Fatalf("rejects counter %v", got)
 	}
 	// A fixed configuration is accepted again.
-	cp.set(t, "v3", v1(t))
+	cp.Set(t, nodeID, "v3", v1(t))
 	eventually(t, "v3 applied", func() error { return complete(dp.snapshot(), "v3", 2, 2, 1, 1) })
 }
 
 func TestReconnectKeepsLastConfig(t *testing.T) {
 	cp, dp, c, _ := setup(t)
-	cp.set(t, "v1", v1(t))
+	cp.Set(t, nodeID, "v1", v1(t))
 	eventually(t, "v1 applied", func() error { return complete(dp.snapshot(), "v1", 2, 2, 1, 1) })
 	applied := dp.snapshot()
 
-	cp.stop()
+	cp.Stop()
 	eventually(t, "the client notices", func() error {
 		if c.Connected() {
 			return errors.New("still connected")
@@ -443,20 +326,18 @@ func TestReconnectKeepsLastConfig(t *testing.T) {
 		t.Fatal("the configuration changed while the control plane was down")
 	}
 	// The control plane comes back (fresh, as after a restart) with news.
-	cp.mu.Lock()
-	cp.reqs = nil
-	cp.mu.Unlock()
+	cp.ForgetRequests()
 	res := v1(t)
 	res[resourcev3.RouteType] = []types.Resource{routes("80", "outbound|80||b.shop.svc.cluster.local")}
-	cp.set(t, "v2", res)
-	cp.restart(t)
+	cp.Set(t, nodeID, "v2", res)
+	cp.Restart(t)
 	eventually(t, "v2 applied after reconnecting", func() error { return complete(dp.snapshot(), "v2", 2, 2, 1, 1) })
 	// The client resumed from the versions it held.
-	first := cp.requests(resourcev3.ClusterType)[0]
+	first := cp.Requests(resourcev3.ClusterType)[0]
 	if first.GetVersionInfo() != "v1" || first.GetNode().GetId() != nodeID {
 		t.Fatalf("first request after reconnecting: version %q node %q", first.GetVersionInfo(), first.GetNode().GetId())
 	}
-	if eds := cp.requests(resourcev3.EndpointType); len(eds) == 0 || len(eds[0].GetResourceNames()) != 2 {
+	if eds := cp.Requests(resourcev3.EndpointType); len(eds) == 0 || len(eds[0].GetResourceNames()) != 2 {
 		t.Fatalf("endpoints not resubscribed by name: %v", eds)
 	}
 }
@@ -467,7 +348,7 @@ func TestGatewaySecrets(t *testing.T) {
 	res[resourcev3.ListenerType] = []types.Resource{httpListener(t, "0.0.0.0_443", "80", "kubernetes://shop-cert")}
 	res[resourcev3.SecretType] = []types.Resource{&tlsv3.Secret{Name: "kubernetes://shop-cert", Type: &tlsv3.Secret_TlsCertificate{
 		TlsCertificate: &tlsv3.TlsCertificate{CertificateChain: &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: "PEM"}}}}}}
-	cp.set(t, "v1", res)
+	cp.Set(t, nodeID, "v1", res)
 	eventually(t, "the secret applied", func() error {
 		s := dp.snapshot()
 		if s == nil || s.Secrets["kubernetes://shop-cert"] == nil {
@@ -475,7 +356,7 @@ func TestGatewaySecrets(t *testing.T) {
 		}
 		return nil
 	})
-	sds := cp.requests(resourcev3.SecretType)
+	sds := cp.Requests(resourcev3.SecretType)
 	// default and ROOTCA are the proxy's own: never requested.
 	if names := sds[len(sds)-1].GetResourceNames(); !slices.Equal(names, []string{"kubernetes://shop-cert"}) {
 		t.Fatalf("SDS names %v", names)
