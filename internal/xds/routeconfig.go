@@ -1,0 +1,113 @@
+package xds
+
+import (
+	"net/netip"
+	"strings"
+
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/mizzen-mesh/mizzen/internal/pilot/model"
+)
+
+func subnetsContain(subnets []string, ip string) bool {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	for _, s := range subnets {
+		if p, err := netip.ParsePrefix(s); err == nil && p.Contains(addr) {
+			return true
+		}
+		if a, err := netip.ParseAddr(s); err == nil && a == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// serviceDomains are the Host header values that reach a service from the
+// proxy, as Istio builds them: the FQDN, short forms the caller's DNS
+// search path resolves (same namespace: "reviews"; any: "reviews.default",
+// "reviews.default.svc"), and the VIPs, each bare and with the port.
+func (g *gen) serviceDomains(svc *model.Service, port uint32) []string {
+	hosts := []string{svc.Hostname}
+	suffix := ".svc." + g.push.DomainSuffix
+	if g.push.DomainSuffix == "" {
+		suffix = ".svc.cluster.local"
+	}
+	if svc.FromServiceEntry == "" && strings.HasSuffix(svc.Hostname, suffix) {
+		nameNS := strings.TrimSuffix(svc.Hostname, suffix) // name.namespace
+		if svc.Namespace == g.scope.proxyNS {
+			hosts = append(hosts, svc.Name)
+		}
+		hosts = append(hosts, nameNS, nameNS+".svc")
+	}
+	hosts = append(hosts, svc.Addresses...)
+	var out []string
+	for _, h := range hosts {
+		out = append(out, h, h+":"+portStr(port))
+	}
+	return out
+}
+
+// sidecarRouteConfig is the RouteConfiguration "<port>" of a sidecar: a
+// virtual host per visible HTTP service on the port, routed by its
+// VirtualService or straight to the service, then the catch-all.
+func (g *gen) sidecarRouteConfig(port uint32) *route.RouteConfiguration {
+	rc := &route.RouteConfiguration{Name: portStr(port), ValidateClusters: wrapperspb.Bool(false)}
+	used := map[string]bool{}
+	seenHost := map[string]bool{}
+	vss := g.boundVS(MeshGateway)
+	for _, svc := range g.services {
+		p, ok := svc.PortByNumber(port)
+		if !ok || (!p.Protocol.IsHTTP() && p.Protocol != model.ProtocolUnsupported) || seenHost[svc.Hostname] {
+			continue
+		}
+		seenHost[svc.Hostname] = true
+		var domains []string
+		for _, d := range g.serviceDomains(svc, port) {
+			if !used[d] {
+				used[d] = true
+				domains = append(domains, d)
+			}
+		}
+		if len(domains) == 0 {
+			continue
+		}
+		vh := &route.VirtualHost{Name: svc.Hostname + ":" + portStr(port), Domains: domains}
+		routed := false
+		if vs := g.vsForHost(vss, svc.Hostname); vs != nil {
+			g.guard(model.KindVirtualService, vs.Namespace, vs.Name, func() {
+				vh.Routes, routed = g.httpRoutes(vs, routeCtx{gateway: MeshGateway, port: port})
+			})
+		}
+		if !routed {
+			vh.Routes = []*route.Route{g.defaultRoute(svc, port)}
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, vh)
+	}
+	rc.VirtualHosts = append(rc.VirtualHosts, g.catchAllVirtualHost(used))
+	return rc
+}
+
+// catchAllVirtualHost answers hosts outside the registry: passthrough with
+// ALLOW_ANY, 502 with REGISTRY_ONLY.
+func (g *gen) catchAllVirtualHost(used map[string]bool) *route.VirtualHost {
+	if g.scope.registryOnly {
+		return &route.VirtualHost{Name: "block_all", Domains: []string{"*"}, Routes: []*route.Route{{
+			Name:   "block_all",
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &route.Route_DirectResponse{DirectResponse: &route.DirectResponseAction{Status: 502}},
+		}}}
+	}
+	return &route.VirtualHost{Name: "allow_any", Domains: []string{"*"}, Routes: []*route.Route{{
+		Name:  "allow_any",
+		Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &route.Route_Route{Route: &route.RouteAction{
+			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: PassthroughCluster},
+			Timeout:          durationpb.New(0),
+		}},
+	}}}
+}
