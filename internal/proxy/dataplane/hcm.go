@@ -1,0 +1,509 @@
+package dataplane
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	rbachttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
+	"github.com/mizzen-mesh/mizzen/internal/proxy/dataplane/rbac"
+)
+
+// HTTP filter names of docs/xds.md, in their required order.
+const (
+	jwtFilterName = "envoy.filters.http.jwt_authn"
+	rbacFilter    = "envoy.filters.http.rbac"
+	faultFilter   = "envoy.filters.http.fault"
+	corsFilter    = "envoy.filters.http.cors"
+	routerFilter  = "envoy.filters.http.router"
+)
+
+// hcm is one HTTP connection manager: an http.Server fed with the
+// connections its filter chain accepted, and the filters in front of the
+// engine's router.
+type hcm struct {
+	d             *Dataplane
+	key           string
+	cfg           *hcmv3.HttpConnectionManager
+	tlsTerminated bool
+
+	server *hcmServer // the connections; shared with later configs
+
+	routes    func() Routes
+	router    http.Handler
+	jwt       *jwtAuthn
+	rbac      []*rbac.Engine // DENY first, then ALLOW, in filter order
+	stats     *statsConfig
+	tracer    *tracer
+	accessLog []*accessLog
+
+	useRemoteAddress bool
+	xfcc             hcmv3.HttpConnectionManager_ForwardClientCertDetails
+	requestTimeout   time.Duration
+	self             *peer
+	selfHeader       string
+	selfID           string
+}
+
+func (d *Dataplane) newHCM(st *state, key string, cfg *hcmv3.HttpConnectionManager, tlsTerminated bool) (*hcm, error) {
+	h := &hcm{d: d, key: key, cfg: cfg, tlsTerminated: tlsTerminated}
+	switch cfg.GetCodecType() {
+	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1, hcmv3.HttpConnectionManager_HTTP2:
+	default:
+		return nil, fmt.Errorf("codec_type %s is not supported", cfg.GetCodecType())
+	}
+	switch rs := cfg.GetRouteSpecifier().(type) {
+	case *hcmv3.HttpConnectionManager_Rds:
+		name := rs.Rds.GetRouteConfigName()
+		if name == "" {
+			return nil, errors.New("rds without route_config_name")
+		}
+		h.routes = func() Routes { return d.cur.Load().routes[name] }
+	case *hcmv3.HttpConnectionManager_RouteConfig:
+		rt, err := d.opts.Engine.CompileRoutes(rs.RouteConfig)
+		if err != nil {
+			return nil, fmt.Errorf("route_config %s: %w", rs.RouteConfig.GetName(), err)
+		}
+		h.routes = func() Routes { return rt }
+	default:
+		return nil, fmt.Errorf("route specifier %T is not supported", rs)
+	}
+	for _, u := range cfg.GetUpgradeConfigs() {
+		if !strings.EqualFold(u.GetUpgradeType(), "websocket") && !strings.EqualFold(u.GetUpgradeType(), "connect") {
+			return nil, fmt.Errorf("upgrade type %q is not supported", u.GetUpgradeType())
+		}
+	}
+	if err := h.buildFilters(st, cfg.GetHttpFilters()); err != nil {
+		return nil, err
+	}
+	h.useRemoteAddress = cfg.GetUseRemoteAddress().GetValue()
+	h.xfcc = cfg.GetForwardClientCertDetails()
+	if t := cfg.GetRequestTimeout(); t != nil {
+		h.requestTimeout = t.AsDuration()
+	}
+	for i, al := range cfg.GetAccessLog() {
+		l, err := newAccessLog(al)
+		if err != nil {
+			return nil, fmt.Errorf("access_log %d: %w", i, err)
+		}
+		h.accessLog = append(h.accessLog, l)
+	}
+	if cfg.GetTracing() != nil {
+		t, err := d.newTracer(cfg.GetTracing())
+		if err != nil {
+			return nil, fmt.Errorf("tracing: %w", err)
+		}
+		h.tracer = t
+	}
+	h.self = nodePeer(d.opts.Node)
+	h.selfHeader = encodePeer(h.self)
+	h.selfID = d.opts.Node.ID
+	h.router = d.opts.Engine.NewHandler(h.routes, func() Upstreams { return d.cur.Load().upstreams }, d.log.With("hcm", key))
+
+	if prev := st.prevServers[key]; prev != nil && prev.compatible(cfg, tlsTerminated) {
+		h.server = prev
+	} else {
+		h.server = newHCMServer(key, cfg, tlsTerminated)
+		h.server.cur.Store(h)
+	}
+	st.servers[key] = h.server
+	return h, nil
+}
+
+func (h *hcm) buildFilters(st *state, filters []*hcmv3.HttpFilter) error {
+	if len(filters) == 0 || filters[len(filters)-1].GetName() != routerFilter {
+		return fmt.Errorf("http_filters must end with %s", routerFilter)
+	}
+	for i, f := range filters {
+		switch f.GetName() {
+		case jwtFilterName:
+			j, err := h.d.newJWTFilter(f.GetTypedConfig())
+			if err != nil {
+				return fmt.Errorf("%s: %w", jwtFilterName, err)
+			}
+			h.jwt = j
+		case rbacFilter:
+			cfg := &rbachttp.RBAC{}
+			if err := anyTo(f.GetTypedConfig(), cfg); err != nil {
+				return fmt.Errorf("%s: %w", rbacFilter, err)
+			}
+			e, err := rbac.Compile(cfg.GetRules(), cfg.GetShadowRules(), rbac.HTTP)
+			if err != nil {
+				return fmt.Errorf("%s: %w", rbacFilter, err)
+			}
+			h.rbac = append(h.rbac, e)
+		case faultFilter, corsFilter:
+			// The router applies fault injection and CORS per route
+			// (typed_per_filter_config); the filter only has to be there.
+		case statsFilter:
+			sc, err := parseStatsConfig(f.GetTypedConfig())
+			if err != nil {
+				return fmt.Errorf("%s: %w", statsFilter, err)
+			}
+			h.stats = sc
+		case routerFilter:
+			if i != len(filters)-1 {
+				return fmt.Errorf("%s must be last", routerFilter)
+			}
+		default:
+			if !f.GetIsOptional() {
+				return fmt.Errorf("http filter %q is not supported", f.GetName())
+			}
+		}
+	}
+	return nil
+}
+
+type connInfoKey struct{}
+
+func connInfoFrom(ctx context.Context) *connInfo {
+	ci, _ := ctx.Value(connInfoKey{}).(*connInfo)
+	return ci
+}
+
+// closeTracer stops the tracer of a configuration no longer in use.
+func (h *hcm) closeTracer(after time.Duration) {
+	if h.tracer == nil {
+		return
+	}
+	time.AfterFunc(after, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		h.tracer.shutdown(ctx)
+	})
+}
+
+// ServeHTTP runs a request through the connection manager: request id,
+// forwarding headers, tracing, peer metadata, JWT, RBAC, the router, then
+// stats and access logs.
+func (h *hcm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ci := connInfoFrom(r.Context())
+	if ci == nil {
+		ci = &connInfo{}
+	}
+	if r.Header.Get("X-Request-Id") == "" {
+		r.Header.Set("X-Request-Id", newRequestID())
+	}
+	remote := h.forwarding(r, ci)
+	h.clientCert(r, ci)
+
+	ctx := r.Context()
+	if h.requestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.requestTimeout)
+		defer cancel()
+	}
+	ctx, readInfo := h.d.opts.Engine.WithRequestInfo(ctx)
+	rw := &respWriter{ResponseWriter: w, h: h}
+	var span *spanState
+	if h.tracer != nil {
+		ctx, span = h.tracer.start(ctx, r)
+	}
+	r = r.WithContext(ctx)
+	body := &countingBody{ReadCloser: r.Body}
+	r.Body = body
+
+	// Peer metadata exchange.
+	var srcPeer, dstPeer *peer
+	inbound := h.stats != nil && h.stats.inbound()
+	if inbound {
+		if v := r.Header.Get(hdrPeerMetadata); v != "" {
+			srcPeer, _ = decodePeer(v)
+		}
+		r.Header.Del(hdrPeerMetadata)
+		r.Header.Del(hdrPeerMetadataID)
+		rw.addPeer = true
+	} else if h.stats != nil {
+		r.Header.Set(hdrPeerMetadata, h.selfHeader)
+		r.Header.Set(hdrPeerMetadataID, h.selfID)
+		rw.takePeer = true
+	}
+
+	authn, ok := h.authenticate(rw, r)
+	if ok && h.authorize(rw, r, ci, remote, authn) {
+		h.router.ServeHTTP(rw, r)
+	}
+	if rw.code == 0 {
+		rw.code = http.StatusOK
+	}
+	ri := readInfo()
+	if rw.peer != nil {
+		dstPeer = rw.peer
+	}
+	dur := time.Since(start)
+	if span != nil {
+		h.tracer.end(span, r, rw.code, ri)
+	}
+	if h.stats != nil {
+		h.record(r, rw, ci, ri, srcPeer, dstPeer, body.n, dur)
+	}
+	if len(h.accessLog) > 0 {
+		e := &logEntry{req: r, rw: rw, ci: ci, ri: ri, start: start, dur: dur, bytesIn: body.n}
+		for _, l := range h.accessLog {
+			l.write(e)
+		}
+	}
+}
+
+func (h *hcm) record(r *http.Request, rw *respWriter, ci *connInfo, ri RequestInfo, srcPeer, dstPeer *peer, bytesIn int64, dur time.Duration) {
+	l := statLabels{code: fmt.Sprint(rw.code), flags: ri.ResponseFlags, protocol: "http", service: ri.Cluster}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+		l.protocol = "grpc"
+		l.grpcStatus = rw.Header().Get("Grpc-Status")
+	}
+	td := h.d.opts.Node.TrustDomain
+	if h.stats.inbound() {
+		l.reporter = "destination"
+		l.src, l.dst = srcPeer, h.self
+		l.srcPrincipal = ci.principal
+		l.dstPrincipal = principalOf(td, h.self)
+		l.security = "none"
+		if ci.principal != "" {
+			l.security = "mutual_tls"
+		}
+		if l.service.ServiceHost == "" {
+			l.service.ServiceHost = stripPort(r.Host)
+		}
+	} else {
+		l.reporter = "source"
+		l.src, l.dst = h.self, dstPeer
+		l.srcPrincipal = principalOf(td, h.self)
+		l.dstPrincipal = principalOf(td, dstPeer)
+		if dstPeer == nil && ri.Upstream != nil {
+			l.dst = &peer{Workload: ri.Upstream.Name, Namespace: ri.Upstream.Namespace, ClusterID: ri.Upstream.Cluster,
+				Labels: map[string]string{"service.istio.io/canonical-name": ri.Upstream.Canonical, "service.istio.io/canonical-revision": ri.Upstream.Revision}}
+		}
+		l.security = "unknown"
+		if l.service.ServiceHost == "" {
+			l.service.ServiceHost = stripPort(r.Host)
+		}
+	}
+	vals := l.values()
+	m := h.d.metrics
+	m.requests.WithLabelValues(vals...).Inc()
+	m.duration.WithLabelValues(vals...).Observe(float64(dur.Microseconds()) / 1000)
+	m.reqBytes.WithLabelValues(vals...).Observe(float64(bytesIn + headerSize(r.Header)))
+	m.respBytes.WithLabelValues(vals...).Observe(float64(rw.n + headerSize(rw.Header())))
+}
+
+func headerSize(h http.Header) int64 {
+	var n int64
+	for k, vs := range h {
+		for _, v := range vs {
+			n += int64(len(k) + len(v) + 4)
+		}
+	}
+	return n
+}
+
+func stripPort(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		return h
+	}
+	return host
+}
+
+// forwarding applies use_remote_address and x-forwarded-for, returning the
+// client address RBAC's remote_ip sees.
+func (h *hcm) forwarding(r *http.Request, ci *connInfo) netip.Addr {
+	direct := ci.src.Addr()
+	xff := r.Header.Values("X-Forwarded-For")
+	if h.useRemoteAddress {
+		if direct.IsValid() {
+			if len(xff) > 0 {
+				r.Header.Set("X-Forwarded-For", strings.Join(xff, ",")+", "+direct.String())
+			} else {
+				r.Header.Set("X-Forwarded-For", direct.String())
+			}
+		}
+		r.Header.Set("X-Forwarded-Proto", scheme(ci))
+		return direct
+	}
+	if len(xff) > 0 {
+		parts := strings.Split(strings.Join(xff, ","), ",")
+		if ip, err := netip.ParseAddr(strings.TrimSpace(parts[len(parts)-1])); err == nil {
+			return ip
+		}
+	}
+	if r.Header.Get("X-Forwarded-Proto") == "" {
+		r.Header.Set("X-Forwarded-Proto", scheme(ci))
+	}
+	return direct
+}
+
+func scheme(ci *connInfo) string {
+	if ci.tls != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// clientCert applies forward_client_cert_details for mTLS connections.
+func (h *hcm) clientCert(r *http.Request, ci *connInfo) {
+	const hdr = "X-Forwarded-Client-Cert"
+	switch h.xfcc {
+	case hcmv3.HttpConnectionManager_FORWARD_ONLY, hcmv3.HttpConnectionManager_ALWAYS_FORWARD_ONLY:
+		return
+	case hcmv3.HttpConnectionManager_SANITIZE:
+		r.Header.Del(hdr)
+		return
+	}
+	if ci.tls == nil || len(ci.tls.PeerCertificates) == 0 {
+		if h.xfcc == hcmv3.HttpConnectionManager_SANITIZE_SET {
+			r.Header.Del(hdr)
+		}
+		return
+	}
+	sum := sha256.Sum256(ci.tls.PeerCertificates[0].Raw)
+	var parts []string
+	if len(ci.tls.PeerCertificates) > 0 {
+		if self := principalOf(h.d.opts.Node.TrustDomain, h.self); self != "" {
+			parts = append(parts, "By="+self)
+		}
+	}
+	parts = append(parts, "Hash="+hex.EncodeToString(sum[:]))
+	if ci.principal != "" {
+		parts = append(parts, "URI="+ci.principal)
+	}
+	v := strings.Join(parts, ";")
+	if h.xfcc == hcmv3.HttpConnectionManager_APPEND_FORWARD && r.Header.Get(hdr) != "" {
+		v = r.Header.Get(hdr) + "," + v
+	}
+	r.Header.Set(hdr, v)
+}
+
+// authorize runs the RBAC filters; a denial answers 403.
+func (h *hcm) authorize(w http.ResponseWriter, r *http.Request, ci *connInfo, remote netip.Addr, authn map[string]any) bool {
+	if len(h.rbac) == 0 {
+		return true
+	}
+	q := &rbac.Request{
+		Principal:       ci.principal,
+		DirectRemoteIP:  ci.src.Addr(),
+		RemoteIP:        remote,
+		DestinationIP:   ci.dst.Addr(),
+		DestinationPort: ci.dst.Port(),
+		ServerName:      ci.sni,
+		Method:          r.Method,
+		Host:            r.Host,
+		Scheme:          scheme(ci),
+		Path:            r.URL.Path,
+		RawPath:         r.URL.RequestURI(),
+		Headers:         r.Header,
+		Metadata:        authn,
+	}
+	for _, e := range h.rbac {
+		d := e.Evaluate(q)
+		if d.HasShadow {
+			h.d.log.Debug("rbac shadow", "allowed", d.ShadowAllowed, "policy", d.ShadowPolicy, "path", q.Path)
+		}
+		if !d.Allowed {
+			h.d.log.Debug("rbac denied", "policy", d.Policy, "principal", q.Principal, "path", q.Path)
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write([]byte("RBAC: access denied"))
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	s := hex.EncodeToString(b[:])
+	return s[0:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:32]
+}
+
+// respWriter records the status and size and does the response side of
+// peer metadata exchange.
+type respWriter struct {
+	http.ResponseWriter
+	h           *hcm
+	code        int
+	n           int64
+	addPeer     bool // inbound: answer with our metadata
+	takePeer    bool // outbound: read and strip the upstream's
+	peer        *peer
+	wroteHeader bool
+}
+
+func (w *respWriter) WriteHeader(code int) {
+	if w.wroteHeader {
+		return
+	}
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.wroteHeader = true
+	w.code = code
+	hdr := w.ResponseWriter.Header()
+	if w.takePeer {
+		if v := hdr.Get(hdrPeerMetadata); v != "" {
+			w.peer, _ = decodePeer(v)
+		}
+		hdr.Del(hdrPeerMetadata)
+		hdr.Del(hdrPeerMetadataID)
+	}
+	if w.addPeer {
+		hdr.Set(hdrPeerMetadata, w.h.selfHeader)
+		hdr.Set(hdrPeerMetadataID, w.h.selfID)
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *respWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+func (w *respWriter) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *respWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.code == 0 {
+		w.code = http.StatusSwitchingProtocols
+	}
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type countingBody struct {
+	ReadCloser interface {
+		Read([]byte) (int, error)
+		Close() error
+	}
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *countingBody) Close() error { return b.ReadCloser.Close() }

@@ -1,0 +1,189 @@
+package dataplane
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// socket is one bound address. It survives snapshots that keep a listener
+// at its address: the accept loop reads the current state for each
+// connection.
+type socket struct {
+	addr netip.AddrPort
+	ln   net.Listener
+}
+
+func listen(addr netip.AddrPort) (*socket, error) {
+	ln, err := net.Listen("tcp", addr.String())
+	if err != nil {
+		return nil, err
+	}
+	return &socket{addr: addr, ln: ln}, nil
+}
+
+func (d *Dataplane) accept(s *socket) {
+	defer d.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			d.log.Warn("accept failed", "address", s.addr, "error", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go d.handle(s.addr, c)
+	}
+}
+
+// connInfo is what is known about a downstream connection; requests read
+// it from their context.
+type connInfo struct {
+	listener  string
+	chain     *chainRT
+	src, dst  netip.AddrPort
+	local     netip.AddrPort
+	sni       string
+	tls       *tls.ConnectionState
+	principal string // peer SPIFFE ID when mTLS
+	start     time.Time
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		ap := t.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// handle dispatches one accepted connection: original destination
+// hand-off, filter chain selection, TLS, then the chain's HCM or TCP proxy.
+func (d *Dataplane) handle(sock netip.AddrPort, c net.Conn) {
+	st := d.cur.Load()
+	l := st.bound[sock]
+	if l == nil {
+		c.Close()
+		return
+	}
+	info := &connInfo{
+		listener: l.name,
+		src:      addrPort(c.RemoteAddr()),
+		local:    addrPort(c.LocalAddr()),
+		start:    time.Now(),
+	}
+	info.dst = info.local
+	if l.useOriginalDst {
+		od, err := d.opts.OriginalDst(c)
+		if err == nil {
+			info.dst = od
+			if t := st.byAddr[od]; t != nil && t != l {
+				l = t
+			} else if t := st.byAddr[netip.AddrPortFrom(netip.IPv4Unspecified(), od.Port())]; t != nil && t != l {
+				l = t
+			}
+		} else {
+			d.log.Debug("no original destination", "listener", l.name, "error", err)
+		}
+		info.listener = l.name
+	}
+	bc := newBufConn(c)
+	facts := connFacts{dst: info.dst, src: info.src, transport: "raw_buffer"}
+	if l.peek.tls || l.peek.http {
+		_ = c.SetReadDeadline(time.Now().Add(peekTimeout))
+		isTLS, sni, alpn := sniffTLS(bc)
+		if isTLS {
+			facts.transport, facts.sni, facts.alpn = "tls", sni, alpn
+		} else if l.peek.http {
+			if p := sniffHTTP(bc); p != "" {
+				facts.alpn = []string{p}
+			}
+		}
+		_ = c.SetReadDeadline(time.Time{})
+	}
+	info.sni = facts.sni
+	chain := selectChain(l.chains, l.defaultChain, facts)
+	if chain == nil {
+		d.log.Debug("no filter chain matched; closing", "listener", l.name, "source", info.src, "destination", info.dst, "transport", facts.transport, "sni", facts.sni)
+		c.Close()
+		return
+	}
+	info.chain = chain
+	var conn net.Conn = bc
+	if chain.tls != nil {
+		tc := tls.Server(bc, chain.tls.cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			d.log.Debug("tls handshake failed", "listener", l.name, "source", info.src, "error", err)
+			c.Close()
+			return
+		}
+		cs := tc.ConnectionState()
+		info.tls = &cs
+		info.principal = spiffeID(&cs)
+		conn = tc
+	}
+	switch {
+	case chain.hcm != nil:
+		chain.hcm.server.serve(conn, info)
+	case chain.tcp != nil:
+		d.proxyTCP(chain.tcp, conn, info, st)
+	}
+}
+
+// originalDst reads SO_ORIGINAL_DST (the address before an nat REDIRECT)
+// of an IPv4 or IPv6 TCP connection.
+func originalDst(c net.Conn) (netip.AddrPort, error) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return netip.AddrPort{}, errors.New("not a tcp connection")
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	const soOriginalDst = 80 // SO_ORIGINAL_DST and IP6T_SO_ORIGINAL_DST
+	var out netip.AddrPort
+	var serr error
+	v6 := addrPort(c.LocalAddr()).Addr().Is6()
+	err = raw.Control(func(fd uintptr) {
+		var buf [28]byte // sockaddr_in6 is the larger
+		l := uint32(len(buf))
+		level := syscall.SOL_IP
+		if v6 {
+			level = syscall.SOL_IPV6
+		}
+		_, _, e := syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, uintptr(level), soOriginalDst,
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&l)), 0)
+		if e != 0 {
+			serr = e
+			return
+		}
+		port := uint16(buf[2])<<8 | uint16(buf[3])
+		if v6 {
+			var a [16]byte
+			copy(a[:], buf[8:24])
+			out = netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), port)
+		} else {
+			out = netip.AddrPortFrom(netip.AddrFrom4([4]byte{buf[4], buf[5], buf[6], buf[7]}), port)
+		}
+	})
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return out, serr
+}
