@@ -207,6 +207,11 @@ func (g *gen) gatewayRouteConfig(name string, servers []gwServer) *route.RouteCo
 				}
 			}
 		}
+		// a VirtualService naming the host itself beats one whose wildcard
+		// only covers it
+		sort.SliceStable(hosts, func(i, j int) bool {
+			return hostNamed(hosts[i].vs, g, hosts[i].host) && !hostNamed(hosts[j].vs, g, hosts[j].host)
+		})
 		for _, hv := range hosts {
 			if used[hv.host] {
 				continue
@@ -342,4 +347,13 @@ func (g *gen) addCredential(cred string, cacert bool) bool {
 		PrivateKey:       &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: append([]byte(nil), c.PrivateKey...)}},
 	}}}
 	return true
+}
+
+func hostNamed(vs *model.Config[*networking.VirtualService], g *gen, host string) bool {
+	for _, h := range vs.Spec.GetHosts() {
+		if g.fqdn(h, vs.Namespace) == host {
+			return true
+		}
+	}
+	return false
 }
