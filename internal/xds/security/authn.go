@@ -47,10 +47,13 @@ func (b *builder) jwtAuthentication() *jwt.JwtAuthentication {
 			continue
 		}
 		for j, rule := range ra.Spec.GetJwtRules() {
-			p, err := b.jwtProvider(rule)
+			p, keysErr, err := b.jwtProvider(rule)
 			if err != nil {
-				b.skipped(model.KindRequestAuthentication, ra.Meta, fmt.Sprintf("jwtRules[%d]: %v: provider left out, its tokens are rejected", j, err))
+				b.skipped(model.KindRequestAuthentication, ra.Meta, fmt.Sprintf("jwtRules[%d]: %v: provider left out", j, err))
 				continue
+			}
+			if keysErr != nil {
+				b.skipped(model.KindRequestAuthentication, ra.Meta, fmt.Sprintf("jwtRules[%d]: %v: the provider has no keys, its tokens are rejected", j, keysErr))
 			}
 			name := "origins-" + strconv.Itoa(len(names))
 			names = append(names, name)
@@ -74,11 +77,19 @@ func (b *builder) jwtAuthentication() *jwt.JwtAuthentication {
 	return cfg
 }
 
-func (b *builder) jwtProvider(r *securityv1beta1.JWTRule) (*jwt.JwtProvider, error) {
+// EmptyJWKS is the key set of a provider whose keys cannot be had (a
+// jwksUri outside the mesh, no key source): every token of its issuer
+// fails verification, as it would if the keys were unreachable.
+const EmptyJWKS = `{"keys":[]}`
+
+// jwtProvider translates one JWT rule. err means the rule cannot be used
+// at all; keysErr that its keys cannot be had, so the provider carries
+// EmptyJWKS.
+func (b *builder) jwtProvider(r *securityv1beta1.JWTRule) (p *jwt.JwtProvider, keysErr, err error) {
 	if r.GetIssuer() == "" {
-		return nil, fmt.Errorf("issuer is empty")
+		return nil, nil, fmt.Errorf("issuer is empty")
 	}
-	p := &jwt.JwtProvider{
+	p = &jwt.JwtProvider{
 		Issuer:               r.GetIssuer(),
 		Audiences:            r.GetAudiences(),
 		Forward:              r.GetForwardOriginalToken(),
@@ -88,31 +99,35 @@ func (b *builder) jwtProvider(r *securityv1beta1.JWTRule) (*jwt.JwtProvider, err
 		PayloadInMetadata:    r.GetIssuer(),
 	}
 	if h := p.ForwardPayloadHeader; h != "" && !validHeaderName(h) {
-		return nil, fmt.Errorf("outputPayloadToHeader %q is not a header name", h)
+		return nil, nil, fmt.Errorf("outputPayloadToHeader %q is not a header name", h)
 	}
 	for _, h := range r.GetFromHeaders() {
 		name := strings.ToLower(h.GetName())
 		if !validHeaderName(name) {
-			return nil, fmt.Errorf("fromHeaders: %q is not a header name", h.GetName())
+			return nil, nil, fmt.Errorf("fromHeaders: %q is not a header name", h.GetName())
 		}
 		p.FromHeaders = append(p.FromHeaders, &jwt.JwtHeader{Name: name, ValuePrefix: h.GetPrefix()})
 	}
 	for _, c := range r.GetOutputClaimToHeaders() {
 		name := strings.ToLower(c.GetHeader())
 		if !validHeaderName(name) || strings.HasPrefix(name, ":") || c.GetClaim() == "" {
-			return nil, fmt.Errorf("outputClaimToHeaders: header %q or claim %q is invalid", c.GetHeader(), c.GetClaim())
+			return nil, nil, fmt.Errorf("outputClaimToHeaders: header %q or claim %q is invalid", c.GetHeader(), c.GetClaim())
 		}
 		p.ClaimToHeaders = append(p.ClaimToHeaders, &jwt.JwtClaimToHeader{HeaderName: name, ClaimName: c.GetClaim()})
 	}
+	local := func(jwks string) {
+		p.JwksSourceSpecifier = &jwt.JwtProvider_LocalJwks{LocalJwks: &core.DataSource{
+			Specifier: &core.DataSource_InlineString{InlineString: jwks},
+		}}
+	}
 	switch {
 	case r.GetJwks() != "":
-		p.JwksSourceSpecifier = &jwt.JwtProvider_LocalJwks{LocalJwks: &core.DataSource{
-			Specifier: &core.DataSource_InlineString{InlineString: r.GetJwks()},
-		}}
+		local(r.GetJwks())
 	case r.GetJwksUri() != "":
 		cluster, err := b.jwksCluster(r.GetJwksUri())
 		if err != nil {
-			return nil, err
+			local(EmptyJWKS)
+			return p, err, nil
 		}
 		timeout := DefaultJWKSFetchTimeout
 		if d := r.GetTimeout(); d != nil && d.AsDuration() > 0 {
@@ -126,9 +141,10 @@ func (b *builder) jwtProvider(r *securityv1beta1.JWTRule) (*jwt.JwtProvider, err
 			},
 		}}
 	default:
-		return nil, fmt.Errorf("neither jwks nor jwksUri is set (OpenID discovery is not supported)")
+		local(EmptyJWKS)
+		return p, fmt.Errorf("neither jwks nor jwksUri is set (OpenID discovery is not supported)"), nil
 	}
-	return p, nil
+	return p, nil, nil
 }
 
 // jwksCluster finds the outbound cluster serving a JWKS URI: the URI's host

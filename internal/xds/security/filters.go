@@ -78,13 +78,15 @@ func (b *builder) authzPolicies() (deny, allow, audit []*authzPolicy) {
 	return deny, allow, audit
 }
 
-// rbacConfigs returns the enforcing DENY and ALLOW configs (nil when no
-// policy of that action applies) and the AUDIT config for shadow_rules
-// (action LOG, nil when none).
+// rbacConfigs returns the enforcing DENY and ALLOW configs and the AUDIT
+// config for shadow_rules (action LOG). DENY and AUDIT are nil when no
+// rule of theirs survives; ALLOW is nil only when no ALLOW policy applies.
 func (b *builder) rbacConfigs(http bool) (deny, allow, audit *rbac.RBAC) {
 	d, a, au := b.authzPolicies()
 	if len(d) > 0 {
-		deny = rbacFor(d, rbac.RBAC_DENY, http, b.skipAuthz)
+		if deny = rbacFor(d, rbac.RBAC_DENY, http, b.skipAuthz); len(deny.Policies) == 0 {
+			deny = nil
+		}
 	}
 	if len(a) > 0 {
 		// Present even when no rule survives: an ALLOW policy that
@@ -92,7 +94,9 @@ func (b *builder) rbacConfigs(http bool) (deny, allow, audit *rbac.RBAC) {
 		allow = rbacFor(a, rbac.RBAC_ALLOW, http, b.skipAuthz)
 	}
 	if len(au) > 0 {
-		audit = rbacFor(au, rbac.RBAC_LOG, http, b.skipAuthz)
+		if audit = rbacFor(au, rbac.RBAC_LOG, http, b.skipAuthz); len(audit.Policies) == 0 {
+			audit = nil
+		}
 	}
 	return deny, allow, audit
 }

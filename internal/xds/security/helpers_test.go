@@ -2,6 +2,7 @@ package security
 
 import (
 	"encoding/json"
+	securityv1beta1 "istio.io/api/security/v1beta1"
 	"reflect"
 	"testing"
 	"time"
@@ -81,3 +82,9 @@ func normalize(v any) any {
 	_ = json.Unmarshal(b, &out)
 	return out
 }
+
+type (
+	securityPA = securityv1beta1.PeerAuthentication
+	securityRA = securityv1beta1.RequestAuthentication
+	securityAP = securityv1beta1.AuthorizationPolicy
+)
