@@ -6,8 +6,8 @@ import (
 	"sort"
 	"strings"
 
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func (a *Agent) readyHandler(w http.ResponseWriter, _ *http.Request) {
