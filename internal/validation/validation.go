@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
@@ -42,6 +41,7 @@ var ErrUnsupportedKind = errors.New("unsupported kind")
 // kind is one validated kind: its served versions, its message and its
 // semantic rules.
 type kind struct {
+	resource string
 	versions []string
 	newSpec  func() proto.Message
 	validate func(spec proto.Message, meta objectMeta, e *errorList)
@@ -53,15 +53,15 @@ type objectMeta struct {
 }
 
 var kinds = map[schema.GroupKind]kind{
-	{Group: "networking.istio.io", Kind: "VirtualService"}:      {networkingVersions, func() proto.Message { return &networking.VirtualService{} }, validateVirtualService},
-	{Group: "networking.istio.io", Kind: "DestinationRule"}:     {networkingVersions, func() proto.Message { return &networking.DestinationRule{} }, validateDestinationRule},
-	{Group: "networking.istio.io", Kind: "Gateway"}:             {networkingVersions, func() proto.Message { return &networking.Gateway{} }, validateGateway},
-	{Group: "networking.istio.io", Kind: "ServiceEntry"}:        {networkingVersions, func() proto.Message { return &networking.ServiceEntry{} }, validateServiceEntry},
-	{Group: "networking.istio.io", Kind: "Sidecar"}:             {networkingVersions, func() proto.Message { return &networking.Sidecar{} }, validateSidecar},
-	{Group: "security.istio.io", Kind: "PeerAuthentication"}:    {securityVersions, func() proto.Message { return &security.PeerAuthentication{} }, validatePeerAuthentication},
-	{Group: "security.istio.io", Kind: "AuthorizationPolicy"}:   {securityVersions, func() proto.Message { return &security.AuthorizationPolicy{} }, validateAuthorizationPolicy},
-	{Group: "security.istio.io", Kind: "RequestAuthentication"}: {securityVersions, func() proto.Message { return &security.RequestAuthentication{} }, validateRequestAuthentication},
-	{Group: "telemetry.istio.io", Kind: "Telemetry"}:            {[]string{"v1", "v1alpha1"}, func() proto.Message { return &telemetry.Telemetry{} }, validateTelemetry},
+	{Group: "networking.istio.io", Kind: "VirtualService"}:      {"virtualservices", networkingVersions, func() proto.Message { return &networking.VirtualService{} }, validateVirtualService},
+	{Group: "networking.istio.io", Kind: "DestinationRule"}:     {"destinationrules", networkingVersions, func() proto.Message { return &networking.DestinationRule{} }, validateDestinationRule},
+	{Group: "networking.istio.io", Kind: "Gateway"}:             {"gateways", networkingVersions, func() proto.Message { return &networking.Gateway{} }, validateGateway},
+	{Group: "networking.istio.io", Kind: "ServiceEntry"}:        {"serviceentries", networkingVersions, func() proto.Message { return &networking.ServiceEntry{} }, validateServiceEntry},
+	{Group: "networking.istio.io", Kind: "Sidecar"}:             {"sidecars", networkingVersions, func() proto.Message { return &networking.Sidecar{} }, validateSidecar},
+	{Group: "security.istio.io", Kind: "PeerAuthentication"}:    {"peerauthentications", securityVersions, func() proto.Message { return &security.PeerAuthentication{} }, validatePeerAuthentication},
+	{Group: "security.istio.io", Kind: "AuthorizationPolicy"}:   {"authorizationpolicies", securityVersions, func() proto.Message { return &security.AuthorizationPolicy{} }, validateAuthorizationPolicy},
+	{Group: "security.istio.io", Kind: "RequestAuthentication"}: {"requestauthentications", securityVersions, func() proto.Message { return &security.RequestAuthentication{} }, validateRequestAuthentication},
+	{Group: "telemetry.istio.io", Kind: "Telemetry"}:            {"telemetries", []string{"v1", "v1alpha1"}, func() proto.Message { return &telemetry.Telemetry{} }, validateTelemetry},
 }
 
 var (
@@ -81,7 +81,7 @@ func Resources() []Resource {
 	var out []Resource
 	for gk, k := range kinds {
 		for _, v := range k.versions {
-			out = append(out, Resource{gk.WithVersion(v), strings.ToLower(gk.Kind) + "s"})
+			out = append(out, Resource{gk.WithVersion(v), k.resource})
 		}
 	}
 	return out
