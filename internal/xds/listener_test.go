@@ -216,4 +216,3 @@ func TestTCPRouteWeights(t *testing.T) {
 		t.Errorf("weighted clusters = %v", wc)
 	}
 }
-
