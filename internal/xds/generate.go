@@ -55,6 +55,9 @@ func Generate(push *model.PushContext, proxy *model.Proxy) (res *Resources) {
 			res = g.resources()
 		}
 	}()
+	for _, s := range hooks.Skipped(push, proxy) {
+		g.skipped[s] = true
+	}
 	g.buildClusters()
 	if proxy.Type == model.Router {
 		g.buildGateway()

@@ -48,6 +48,9 @@ type Hooks struct {
 	Telemetry             func(push *model.PushContext, proxy *model.Proxy) TelemetrySettings
 	StatsHTTPFilter       func(reporter string) *hcm.HttpFilter
 	StatsNetworkFilter    func(reporter string) *listener.Filter
+	// Skipped reports the security and telemetry objects those packages
+	// left out for the proxy; they are added to Resources.Skipped.
+	Skipped func(push *model.PushContext, proxy *model.Proxy) []Skipped
 }
 
 var hooks = defaultHooks()
@@ -81,6 +84,9 @@ func SetHooks(h Hooks) {
 	if h.StatsNetworkFilter == nil {
 		h.StatsNetworkFilter = d.StatsNetworkFilter
 	}
+	if h.Skipped == nil {
+		h.Skipped = d.Skipped
+	}
 	hooks = h
 }
 
@@ -98,6 +104,7 @@ func defaultHooks() Hooks {
 		},
 		StatsHTTPFilter:    statsHTTPFilter,
 		StatsNetworkFilter: statsNetworkFilter,
+		Skipped:            func(*model.PushContext, *model.Proxy) []Skipped { return nil },
 	}
 }
 
