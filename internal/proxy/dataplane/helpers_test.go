@@ -34,6 +34,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -431,3 +432,15 @@ func get(t testing.TB, c *http.Client, u string, hdr ...string) (*http.Response,
 type snapshotT = config.Snapshot
 
 func runtimeGosched() { time.Sleep(time.Millisecond) }
+
+type emptypbT = emptypb.Empty
+
+func wrapperUInt32(v uint32) *wrapperspb.UInt32Value { return wrapperspb.UInt32(v) }
+
+func istioServiceMetadata(t testing.TB, host, name, ns string) *core.Metadata {
+	s, err := structpb.NewStruct(map[string]any{"services": []any{map[string]any{"host": host, "name": name, "namespace": ns}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &core.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": s}}
+}
