@@ -117,7 +117,9 @@ func newScope(push *model.PushContext, proxy *model.Proxy) *scope {
 			for _, h := range l.GetHosts() {
 				if eh, ok := parseEgressHost(h); ok {
 					if eh.ns == "." {
-						eh.ns = sc.Namespace
+						// the proxy's namespace, also for the root
+						// namespace's mesh-wide default
+						eh.ns = s.proxyNS
 					}
 					s.egress = append(s.egress, eh)
 				}
