@@ -1,0 +1,144 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// pool holds the connections to one host: an HTTP/1.1 keep-alive pool and
+// an HTTP/2 (TLS or h2c) connection pool, created on first use.
+type pool struct {
+	dial func(ctx context.Context) (net.Conn, error)
+
+	h1once sync.Once
+	h1     *http.Transport
+	h2once sync.Once
+	h2     *http2.Transport
+	cfg    *clusterConfig
+}
+
+// ensurePool gives a host state its pool the first time it is used.
+func (hs *hostState) ensurePool(c *Cluster, h *Host) {
+	if hs.pool != nil {
+		return
+	}
+	hs.pool = newPool(c.cfg, c.state, h.Address(), h.socket)
+}
+
+func newPool(cfg *clusterConfig, cs *clusterState, addr string, sock *tlsSocket) *pool {
+	p := &pool{cfg: cfg}
+	p.dial = func(ctx context.Context) (net.Conn, error) {
+		return dialHost(ctx, cfg, cs, addr, sock)
+	}
+	return p
+}
+
+// dialHost connects (and handshakes TLS) within connect_timeout; failures
+// are *ConnectError. The returned conn counts toward the cluster's open
+// connections until closed.
+func dialHost(ctx context.Context, cfg *clusterConfig, cs *clusterState, addr string, sock *tlsSocket) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.connectTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, cfg.network, addr)
+	if err != nil {
+		return nil, connectError(ctx, addr, err)
+	}
+	if sock != nil {
+		tc := tls.Client(conn, sock.clientConfig())
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, connectError(ctx, addr, err)
+		}
+		conn = tc
+	}
+	cs.connections.Add(1)
+	return &countedConn{Conn: conn, cs: cs}, nil
+}
+
+func connectError(ctx context.Context, addr string, err error) error {
+	var ne net.Error
+	timeout := errors.Is(ctx.Err(), context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+	return &ConnectError{Addr: addr, Timeout: timeout, Err: err}
+}
+
+type countedConn struct {
+	net.Conn
+	cs   *clusterState
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.cs.connections.Add(-1) })
+	return c.Conn.Close()
+}
+
+// ConnectionState exposes the TLS state of a TLS connection (for
+// http.Response.TLS and for callers of DialTCP).
+func (c *countedConn) ConnectionState() (tls.ConnectionState, bool) {
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		return tc.ConnectionState(), true
+	}
+	return tls.ConnectionState{}, false
+}
+
+func (p *pool) http1() *http.Transport {
+	p.h1once.Do(func() {
+		t := &http.Transport{
+			Proxy: nil,
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return p.dial(ctx)
+			},
+			// The dialled conn may already be TLS; to net/http it is a
+			// plain connection speaking HTTP/1.1.
+			TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
+			DisableCompression:  true,
+			MaxIdleConns:        0,
+			MaxIdleConnsPerHost: 1024,
+			IdleConnTimeout:     p.cfg.idleTimeout,
+			DisableKeepAlives:   p.cfg.maxReqPerConn == 1,
+		}
+		if p.cfg.maxConnections < defaultThreshold {
+			// Requests beyond max_connections wait for a connection: they
+			// are the pending requests max_pending_requests bounds.
+			t.MaxConnsPerHost = int(max(p.cfg.maxConnections, 1))
+		}
+		p.h1 = t
+	})
+	return p.h1
+}
+
+func (p *pool) http2() *http2.Transport {
+	p.h2once.Do(func() {
+		p.h2 = &http2.Transport{
+			AllowHTTP: true,
+			DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
+				return p.dial(ctx)
+			},
+			DisableCompression: true,
+			IdleConnTimeout:    p.cfg.idleTimeout,
+			ReadIdleTimeout:    30 * time.Second,
+			PingTimeout:        15 * time.Second,
+		}
+	})
+	return p.h2
+}
+
+func (p *pool) closeIdle() {
+	if p == nil {
+		return
+	}
+	if p.h1 != nil {
+		p.h1.CloseIdleConnections()
+	}
+	if p.h2 != nil {
+		p.h2.CloseIdleConnections()
+	}
+}
