@@ -58,8 +58,6 @@ func (d *discoveryAdapter) subscribe(f func(server.Change)) {
 	})
 }
 
-func generate(push *model.PushContext, p *model.Proxy) *xds.Resources { return xds.Generate(push, p) }
-
 func generateEndpoints(push *model.PushContext, p *model.Proxy, names []string) []*endpointv3.ClusterLoadAssignment {
 	return xds.GenerateEndpoints(push, p, names)
 }

@@ -188,6 +188,7 @@ func Run(ctx context.Context, opts Options) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	installHooks()
 	disc, err := newDiscovery(kube, istio, opts, mesh, log)
 	if err != nil {
 		return err
