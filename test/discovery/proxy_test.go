@@ -35,7 +35,7 @@ func createPod(t *testing.T, ns, name, sa string, labels map[string]string, port
 	}
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
-		Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10", Ports: ports}}},
+		Spec:       corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10", Ports: ports}}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestBuildProxyGatewayPorts(t *testing.T) {
 	// A Service of the namespace that does not select the gateway.
 	if _, err := cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: ns},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "other"}, Ports: []corev1.ServicePort{{Name: "tcp", Port: 9000}}},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "other"}, Ports: []corev1.ServicePort{{Name: "tcp", Port: 9000}}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
