@@ -100,7 +100,7 @@ func (d *Dataplane) newHCM(st *state, key string, cfg *hcmv3.HttpConnectionManag
 		h.accessLog = append(h.accessLog, l)
 	}
 	if cfg.GetTracing() != nil {
-		t, err := d.newTracer(cfg.GetTracing())
+		t, err := d.newTracer(cfg.GetTracing(), h.stats != nil && h.stats.reporter == reporterOutbound)
 		if err != nil {
 			return nil, fmt.Errorf("tracing: %w", err)
 		}

@@ -39,7 +39,9 @@ type spanState struct {
 	span trace.Span
 }
 
-func (d *Dataplane) newTracer(cfg *hcmv3.HttpConnectionManager_Tracing) (*tracer, error) {
+// newTracer builds the tracer of a connection manager; client is true for
+// a sidecar's outbound side, whose spans are client spans.
+func (d *Dataplane) newTracer(cfg *hcmv3.HttpConnectionManager_Tracing, client bool) (*tracer, error) {
 	p := cfg.GetProvider()
 	if p == nil {
 		return nil, fmt.Errorf("no provider")
@@ -88,7 +90,7 @@ func (d *Dataplane) newTracer(cfg *hcmv3.HttpConnectionManager_Tracing) (*tracer
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))),
 	)
 	kind := trace.SpanKindServer
-	if d.opts.Node.Mode == "sidecar" && !strings.Contains(strings.ToLower(cfg.String()), "inbound") {
+	if client {
 		kind = trace.SpanKindClient
 	}
 	return &tracer{
