@@ -7,12 +7,14 @@ import (
 	securityv1beta1 "istio.io/api/security/v1beta1"
 
 	"github.com/mizzen-mesh/mizzen/internal/pilot/model"
+	proxyrbac "github.com/mizzen-mesh/mizzen/internal/proxy/dataplane/rbac"
 )
 
 // FuzzAuthorizationPolicy feeds arbitrary policies (as the CRD's JSON) to
 // the translation: it must never panic, every filter must validate, an
 // ALLOW policy always yields an ALLOW filter (never silently allow-all),
-// and a rule is enforced on TCP only if it is on HTTP.
+// a rule is enforced on TCP only if it is on HTTP, and the proxy's RBAC
+// engine compiles every filter.
 func FuzzAuthorizationPolicy(f *testing.F) {
 	seeds := []string{
 		`{}`,
@@ -39,6 +41,17 @@ func FuzzAuthorizationPolicy(f *testing.F) {
 		httpFilters := httpRBAC(t, InboundHTTPFilters(push, proxy, 80))
 		netFilters := netRBAC(t, InboundNetworkFilters(push, proxy, 80))
 		_ = SkippedFor(push, proxy)
+		// The proxy must accept everything pilot sends.
+		for _, r := range httpFilters {
+			if _, err := proxyrbac.Compile(r.GetRules(), r.GetShadowRules(), proxyrbac.HTTP); err != nil {
+				t.Fatalf("proxy rejects HTTP rbac: %v", err)
+			}
+		}
+		for _, r := range netFilters {
+			if _, err := proxyrbac.Compile(r.GetRules(), r.GetShadowRules(), proxyrbac.Network); err != nil {
+				t.Fatalf("proxy rejects network rbac: %v", err)
+			}
+		}
 
 		find := func(rules []*rbac.RBAC, action rbac.RBAC_Action) *rbac.RBAC {
 			for _, r := range rules {

@@ -73,4 +73,3 @@ func settingsYAML(t testing.TB, s Settings) []byte {
 	}
 	return y
 }
-
