@@ -7,6 +7,8 @@ package discovery
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,10 +19,16 @@ import (
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/mizzen-mesh/mizzen/api/v1alpha1"
 	"github.com/mizzen-mesh/mizzen/internal/pilot/discovery"
+	"github.com/mizzen-mesh/mizzen/internal/render"
 	"github.com/mizzen-mesh/mizzen/test/cluster"
 )
 
@@ -60,8 +68,23 @@ func startDiscovery(ctx context.Context, c *cluster.Cluster) (func() error, erro
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: meshNamespace}}, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}
+	// Discovery runs as the control plane's ServiceAccount with the
+	// ClusterRole the controlplane chart gives it, and nothing else: the
+	// tests prove that role is enough.
+	cfg, err := controlPlaneIdentity(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("the control plane's identity: %w", err)
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	istio, err := istioclient.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctrl, err = discovery.New(discovery.Options{Kube: cs, Istio: ist, Namespace: meshNamespace, Log: log})
+	ctrl, err = discovery.New(discovery.Options{Kube: kube, Istio: istio, Namespace: meshNamespace, Log: log})
 	if err != nil {
 		return nil, err
 	}
@@ -71,11 +94,58 @@ func startDiscovery(ctx context.Context, c *cluster.Cluster) (func() error, erro
 	deadline := time.Now().Add(waitTimeout)
 	for !ctrl.HasSynced() {
 		if time.Now().After(deadline) {
-			return nil, context.DeadlineExceeded
+			return nil, errors.New("discovery did not sync: does the chart's ClusterRole let it list and watch every kind?")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return func() error { return <-done }, nil
+}
+
+// controlPlaneIdentity creates the ClusterRole and binding the controlplane
+// chart renders (minimal profile) and returns a client
+// configuration authenticating as the ServiceAccount they bind.
+func controlPlaneIdentity(ctx context.Context, c *cluster.Cluster) (*rest.Config, error) {
+	res, err := render.RenderUserSpec("mesh", &v1alpha1.MeshInstallSpec{Profile: "minimal"},
+		render.Options{Version: "0.1.0", Hub: "ghcr.io/mizzen-mesh", Image: "mizzen"})
+	if err != nil {
+		return nil, err
+	}
+	var role *rbacv1.ClusterRole
+	var binding *rbacv1.ClusterRoleBinding
+	for _, o := range res.Objects {
+		if o.GetLabels()["app"] != "istiod" {
+			continue
+		}
+		switch o.GetKind() {
+		case "ClusterRole":
+			role = &rbacv1.ClusterRole{}
+			err = runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, role)
+		case "ClusterRoleBinding":
+			binding = &rbacv1.ClusterRoleBinding{}
+			err = runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, binding)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if role == nil || binding == nil || len(binding.Subjects) != 1 || binding.Subjects[0].Kind != "ServiceAccount" {
+		return nil, errors.New("the minimal profile renders no ClusterRole bound to the control plane's ServiceAccount")
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	sa := binding.Subjects[0]
+	user, err := c.Env.ControlPlane.AddUser(envtest.User{
+		Name:   "system:serviceaccount:" + sa.Namespace + ":" + sa.Name,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + sa.Namespace},
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return user.Config(), nil
 }
 
 // recorder keeps every Change the controller delivered.
