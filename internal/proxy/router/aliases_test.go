@@ -1,0 +1,22 @@
+package router
+
+import (
+	faultcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Short names for the protos the tests build.
+type (
+	faultv3HTTPFault        = faultv3.HTTPFault
+	faultv3Abort            = faultv3.FaultAbort
+	faultv3AbortHTTP        = faultv3.FaultAbort_HttpStatus
+	faultv3AbortGRPC        = faultv3.FaultAbort_GrpcStatus
+	faultcommonDelay        = faultcommon.FaultDelay
+	faultcommonFixed        = faultcommon.FaultDelay_FixedDelay
+	corsv3Policy            = corsv3.CorsPolicy
+	typev3FractionalPercent = typev3.FractionalPercent
+	anypbAny                = anypb.Any
+)
