@@ -1,7 +1,9 @@
 package xds
 
 import (
+	"fmt"
 	"math"
+	"math/big"
 	"strings"
 	"time"
 
@@ -64,21 +66,29 @@ func (g *gen) buildClusters() {
 			spec = dr.Spec
 		}
 		for _, port := range svc.Ports {
-			build := func() {
-				c := g.outboundCluster(svc, port, spec, nil)
-				g.clusters[c.Name] = c
+			// build returns the clusters of the port; an invalid
+			// DestinationRule is reported and the port falls back to
+			// defaults.
+			build := func(spec *networking.DestinationRule) []*cluster.Cluster {
+				out := []*cluster.Cluster{g.outboundCluster(svc, port, spec, nil)}
 				for _, ss := range spec.GetSubsets() {
-					if ss.GetName() == "" {
-						continue
+					if ss.GetName() != "" {
+						out = append(out, g.outboundCluster(svc, port, spec, ss))
 					}
-					c := g.outboundCluster(svc, port, spec, ss)
-					g.clusters[c.Name] = c
 				}
+				for _, c := range out {
+					if err := c.ValidateAll(); err != nil {
+						panic(fmt.Sprintf("cluster %s: %v", c.Name, err))
+					}
+				}
+				return out
 			}
-			if dr != nil {
-				g.guard(model.KindDestinationRule, dr.Namespace, dr.Name, build)
-			} else {
-				g.guard("Service", svc.Namespace, svc.Name, build)
+			var out []*cluster.Cluster
+			if dr == nil || !g.guard(model.KindDestinationRule, dr.Namespace, dr.Name, func() { out = build(spec) }) {
+				g.guard("Service", svc.Namespace, svc.Name, func() { out = build(nil) })
+			}
+			for _, c := range out {
+				g.clusters[c.Name] = c
 			}
 		}
 	}
@@ -252,7 +262,8 @@ func applyLB(c *cluster.Cluster, lb *networking.LoadBalancerSettings) {
 	if ch := lb.GetConsistentHash(); ch != nil {
 		if ch.GetMaglev() != nil {
 			c.LbPolicy = cluster.Cluster_MAGLEV
-			if t := ch.GetMaglev().GetTableSize(); t > 0 {
+			// Envoy needs a prime table size
+			if t := ch.GetMaglev().GetTableSize(); t > 0 && t <= 5000011 && big.NewInt(int64(t)).ProbablyPrime(0) {
 				c.LbConfig = &cluster.Cluster_MaglevLbConfig_{MaglevLbConfig: &cluster.Cluster_MaglevLbConfig{TableSize: wrapperspb.UInt64(t)}}
 			}
 			return

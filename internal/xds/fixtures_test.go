@@ -9,6 +9,9 @@ import (
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	meshconfig "istio.io/api/mesh/v1alpha1"
@@ -299,48 +302,69 @@ func ingressProxy() *model.Proxy {
 	}
 }
 
-// validateAll fails the test when any resource fails its proto's Validate.
+// validateAll fails the test when any resource, or any message packed in
+// an Any inside it (filters, TLS contexts, per-route configs), fails its
+// proto's Validate.
 func validateAll(t testing.TB, r *Resources) {
 	t.Helper()
-	for _, l := range r.Listeners {
-		if err := l.ValidateAll(); err != nil {
-			t.Errorf("listener %s: %v", l.Name, err)
-		}
-		for _, fc := range l.FilterChains {
-			for _, f := range fc.Filters {
-				m, err := f.GetTypedConfig().UnmarshalNew()
-				if err != nil {
-					t.Errorf("listener %s filter %s: %v", l.Name, f.Name, err)
-					continue
-				}
-				if v, ok := m.(interface{ ValidateAll() error }); ok {
-					if err := v.ValidateAll(); err != nil {
-						t.Errorf("listener %s filter %s: %v", l.Name, f.Name, err)
-					}
-				}
-			}
-		}
+	var msgs []proto.Message
+	for _, x := range r.Listeners {
+		msgs = append(msgs, x)
 	}
 	for _, x := range r.Routes {
-		if err := x.ValidateAll(); err != nil {
-			t.Errorf("route %s: %v", x.Name, err)
+		msgs = append(msgs, x)
+	}
+	for _, x := range r.Clusters {
+		msgs = append(msgs, x)
+	}
+	for _, x := range r.Endpoints {
+		msgs = append(msgs, x)
+	}
+	for _, x := range r.Secrets {
+		msgs = append(msgs, x)
+	}
+	for _, m := range msgs {
+		validateDeep(t, m)
+	}
+}
+
+func validateDeep(t testing.TB, m proto.Message) {
+	t.Helper()
+	if v, ok := m.(interface{ ValidateAll() error }); ok {
+		if err := v.ValidateAll(); err != nil {
+			t.Errorf("%T: %v", m, err)
 		}
 	}
-	for _, c := range r.Clusters {
-		if err := c.ValidateAll(); err != nil {
-			t.Errorf("cluster %s: %v", c.Name, err)
+	var walk func(protoreflect.Message)
+	walk = func(pm protoreflect.Message) {
+		if a, ok := pm.Interface().(*anypb.Any); ok {
+			inner, err := a.UnmarshalNew()
+			if err != nil {
+				t.Errorf("any %s: %v", a.GetTypeUrl(), err)
+				return
+			}
+			validateDeep(t, inner)
+			return
 		}
+		pm.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			switch {
+			case fd.IsMap():
+				if fd.MapValue().Message() != nil {
+					v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool { walk(mv.Message()); return true })
+				}
+			case fd.IsList():
+				if fd.Message() != nil {
+					for i := 0; i < v.List().Len(); i++ {
+						walk(v.List().Get(i).Message())
+					}
+				}
+			case fd.Message() != nil:
+				walk(v.Message())
+			}
+			return true
+		})
 	}
-	for _, e := range r.Endpoints {
-		if err := e.ValidateAll(); err != nil {
-			t.Errorf("endpoints %s: %v", e.ClusterName, err)
-		}
-	}
-	for _, s := range r.Secrets {
-		if err := s.ValidateAll(); err != nil {
-			t.Errorf("secret %s: %v", s.Name, err)
-		}
-	}
+	walk(m.ProtoReflect())
 }
 
 func findCluster(r *Resources, name string) *cluster.Cluster {

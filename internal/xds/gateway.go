@@ -236,6 +236,10 @@ func (g *gen) gatewayRouteConfig(name string, servers []gwServer) *route.RouteCo
 					continue
 				}
 			}
+			if err := vh.ValidateAll(); err != nil {
+				g.skip(string(model.KindVirtualService), hv.vs.Namespace, hv.vs.Name, fmt.Sprintf("host %q: %v", hv.host, err))
+				continue
+			}
 			rc.VirtualHosts = append(rc.VirtualHosts, vh)
 		}
 	}

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 
@@ -85,6 +86,10 @@ func (g *gen) sidecarRouteConfig(port uint32) *route.RouteConfiguration {
 		}
 		if !routed {
 			vh.Routes = []*route.Route{g.defaultRoute(svc, port)}
+		}
+		if err := vh.ValidateAll(); err != nil {
+			g.skip("Service", svc.Namespace, svc.Name, fmt.Sprintf("virtual host %s: %v", vh.Name, err))
+			continue
 		}
 		rc.VirtualHosts = append(rc.VirtualHosts, vh)
 	}
