@@ -17,6 +17,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -254,7 +255,7 @@ func realListener(name string, port uint32, chains ...*listener.FilterChain) *li
 	return &listener.Listener{Name: name, Address: sockAddr("0.0.0.0", port), FilterChains: chains}
 }
 
-func tlsSocketOf(t testing.TB, ctx *tlsv3.DownstreamTlsContext) *core.TransportSocket {
+func tlsSocketOf(t testing.TB, ctx proto.Message) *core.TransportSocket {
 	return &core.TransportSocket{Name: tlsSocket, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(t, ctx)}}
 }
 
@@ -296,6 +297,9 @@ func newDP(t testing.TB, opts Options) *Dataplane {
 		opts.Engine = testEngine{}
 	}
 	opts.BindAddress = "127.0.0.1"
+	if os.Getenv("DP_DEBUG") != "" {
+		opts.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	d, err := New(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -148,7 +148,7 @@ func (d *Dataplane) buildTLS(snap *config.Snapshot, ctx *tlsv3.DownstreamTlsCont
 	}
 	alpn := append([]string(nil), common.GetAlpnProtocols()...)
 	base := &tls.Config{MinVersion: minV, MaxVersion: maxV, NextProtos: alpn}
-	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	base.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		cert, err := getCert()
 		if err != nil {
 			return nil, fmt.Errorf("server certificate: %w", err)
@@ -156,7 +156,7 @@ func (d *Dataplane) buildTLS(snap *config.Snapshot, ctx *tlsv3.DownstreamTlsCont
 		c := &tls.Config{
 			MinVersion:   minV,
 			MaxVersion:   maxV,
-			NextProtos:   alpn,
+			NextProtos:   alpnFor(alpn, hello.SupportedProtos),
 			Certificates: []tls.Certificate{*cert},
 		}
 		if getRoots != nil {
@@ -249,4 +249,19 @@ func spiffeID(cs *tls.ConnectionState) string {
 		}
 	}
 	return ""
+}
+
+// alpnFor is the server's ALPN list for one handshake. Like Envoy, a
+// client whose protocols share none with ours (a sidecar offering only
+// "istio-peer-exchange, istio") proceeds without ALPN instead of being
+// refused as crypto/tls would.
+func alpnFor(ours, theirs []string) []string {
+	for _, o := range ours {
+		for _, t := range theirs {
+			if o == t {
+				return ours
+			}
+		}
+	}
+	return nil
 }
