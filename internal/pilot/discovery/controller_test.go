@@ -57,6 +57,10 @@ func fakeController(t *testing.T, kubeObjs []any, istioObjs []any) (*Controller,
 			if _, err := ist.NetworkingV1().Gateways(o.Namespace).Create(ctx, o, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
+		case *networkingv1.ServiceEntry:
+			if _, err := ist.NetworkingV1().ServiceEntries(o.Namespace).Create(ctx, o, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
 		default:
 			t.Fatalf("unhandled %T", o)
 		}

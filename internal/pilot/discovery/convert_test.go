@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	networking "istio.io/api/networking/v1alpha3"
@@ -277,5 +278,41 @@ func TestBuildCredentials(t *testing.T) {
 			t.Logf("got %s: %+v", k, *v)
 		}
 		t.Fatal("credentials differ")
+	}
+}
+
+// stripPod keeps what discovery reads and nothing else (managed fields,
+// env, volumes, images, most of the status), to keep 2000 pods small.
+func TestStripPod(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u", ResourceVersion: "7", Labels: map[string]string{"app": "a"},
+			Annotations:     map[string]string{"big": strings.Repeat("x", 1000)},
+			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "a-1", Controller: ptr.To(true)}}},
+		Spec: corev1.PodSpec{ServiceAccountName: "sa", NodeName: "n1",
+			Volumes: []corev1.Volume{{Name: "v"}},
+			Containers: []corev1.Container{
+				{Name: "app", Image: "img", Env: []corev1.EnvVar{{Name: "A", Value: "B"}},
+					Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}, {ContainerPort: 9090}}},
+				{Name: "istio-proxy", Image: "proxy"},
+			}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1", PodIPs: []corev1.PodIP{{IP: "10.0.0.1"}},
+			Conditions:        []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}, {Type: corev1.PodReady, Status: corev1.ConditionTrue, Message: "m"}},
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "app"}}},
+	}
+	want := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u", ResourceVersion: "7", Labels: map[string]string{"app": "a"},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "a-1", Controller: ptr.To(true)}}},
+		Spec: corev1.PodSpec{ServiceAccountName: "sa", NodeName: "n1",
+			Containers: []corev1.Container{{Name: "app", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1", PodIPs: []corev1.PodIP{{IP: "10.0.0.1"}},
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
+	}
+	got := stripPod(pod)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %+v\nwant %+v", got, want)
+	}
+	if p := newPodInfo(got); !p.Ready || p.WorkloadName != "a-1" || p.ContainerPorts["http"] != 8080 || p.ServiceAccount != "sa" {
+		t.Errorf("pod info %+v", p)
 	}
 }

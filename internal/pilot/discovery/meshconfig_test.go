@@ -1,6 +1,8 @@
 package discovery
 
 import (
+	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,5 +109,43 @@ extensionProviders:
 	}
 	if _, err := LoadMeshConfig(filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Error("a missing file loads")
+	}
+}
+
+func TestWatchMeshConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mesh")
+	if err := os.WriteFile(path, []byte("trustDomain: a.example\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan *meshconfig.MeshConfig, 10)
+	done := make(chan struct{})
+	go func() {
+		WatchMeshConfig(ctx, path, 10*time.Millisecond, slog.New(slog.DiscardHandler), func(m *meshconfig.MeshConfig) { got <- m })
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+	// An invalid file is skipped; the next valid one is applied. The
+	// content the watch started with is not re-applied.
+	write := func(s string) {
+		// A mounted ConfigMap changes by renaming a new file in place.
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("trustDomain: b.example\nbogus: 1\n")
+	time.Sleep(50 * time.Millisecond) // let the watch see (and skip) it
+	write("trustDomain: c.example\n")
+	select {
+	case m := <-got:
+		if m.GetTrustDomain() != "c.example" {
+			t.Fatalf("applied trust domain %q, want c.example", m.GetTrustDomain())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the change was not applied")
 	}
 }
