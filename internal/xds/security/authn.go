@@ -1,6 +1,8 @@
 package security
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -10,6 +12,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	jwt "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+	"github.com/go-jose/go-jose/v4"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	securityv1beta1 "istio.io/api/security/v1beta1"
@@ -52,6 +55,9 @@ func (b *builder) jwtAuthentication() *jwt.JwtAuthentication {
 				b.skipped(model.KindRequestAuthentication, ra.Meta, fmt.Sprintf("jwtRules[%d]: %v: provider left out", j, err))
 				continue
 			}
+			if len(rule.GetFromCookies()) > 0 {
+				b.skipped(model.KindRequestAuthentication, ra.Meta, fmt.Sprintf("jwtRules[%d]: fromCookies is not supported: tokens in cookies are not read", j))
+			}
 			if keysErr != nil {
 				b.skipped(model.KindRequestAuthentication, ra.Meta, fmt.Sprintf("jwtRules[%d]: %v: the provider has no keys, its tokens are rejected", j, keysErr))
 			}
@@ -77,14 +83,31 @@ func (b *builder) jwtAuthentication() *jwt.JwtAuthentication {
 	return cfg
 }
 
-// EmptyJWKS is the key set of a provider whose keys cannot be had (a
-// jwksUri outside the mesh, no key source): every token of its issuer
-// fails verification, as it would if the keys were unreachable.
-const EmptyJWKS = `{"keys":[]}`
+// UnusableJWKS is the key set of a provider whose keys cannot be had (a
+// jwksUri outside the mesh, no key source, an invalid jwks): every token
+// of its issuer fails verification, as it would if the keys were
+// unreachable. It is the public half of a P-256 key whose private half
+// was discarded when it was generated, so nothing can sign for it (an
+// empty set would be refused by the proxy).
+const UnusableJWKS = `{"keys":[{"use":"sig","kty":"EC","kid":"mizzen-unusable","crv":"P-256","alg":"ES256",` +
+	`"x":"VrlLF7eXenmpuVtDAjv7ouVvUMJVudFPBJ7TP5pFZdY","y":"sCtue2WOi8x-XaWLwdo-bH2sFperVF8IgC1mo1sb8qs"}]}`
+
+// validJWKS reports whether s is a JSON Web Key Set with at least one key
+// the proxy can use.
+func validJWKS(s string) error {
+	var ks jose.JSONWebKeySet
+	if err := json.Unmarshal([]byte(s), &ks); err != nil {
+		return fmt.Errorf("jwks is not a JSON Web Key Set: %w", err)
+	}
+	if len(ks.Keys) == 0 {
+		return errors.New("jwks has no keys")
+	}
+	return nil
+}
 
 // jwtProvider translates one JWT rule. err means the rule cannot be used
 // at all; keysErr that its keys cannot be had, so the provider carries
-// EmptyJWKS.
+// UnusableJWKS.
 func (b *builder) jwtProvider(r *securityv1beta1.JWTRule) (p *jwt.JwtProvider, keysErr, err error) {
 	if r.GetIssuer() == "" {
 		return nil, nil, fmt.Errorf("issuer is empty")
@@ -94,7 +117,6 @@ func (b *builder) jwtProvider(r *securityv1beta1.JWTRule) (p *jwt.JwtProvider, k
 		Audiences:            r.GetAudiences(),
 		Forward:              r.GetForwardOriginalToken(),
 		FromParams:           r.GetFromParams(),
-		FromCookies:          r.GetFromCookies(),
 		ForwardPayloadHeader: strings.ToLower(r.GetOutputPayloadToHeader()),
 		PayloadInMetadata:    r.GetIssuer(),
 	}
@@ -122,11 +144,15 @@ func (b *builder) jwtProvider(r *securityv1beta1.JWTRule) (p *jwt.JwtProvider, k
 	}
 	switch {
 	case r.GetJwks() != "":
+		if err := validJWKS(r.GetJwks()); err != nil {
+			local(UnusableJWKS)
+			return p, err, nil
+		}
 		local(r.GetJwks())
 	case r.GetJwksUri() != "":
 		cluster, err := b.jwksCluster(r.GetJwksUri())
 		if err != nil {
-			local(EmptyJWKS)
+			local(UnusableJWKS)
 			return p, err, nil
 		}
 		timeout := DefaultJWKSFetchTimeout
@@ -141,7 +167,7 @@ func (b *builder) jwtProvider(r *securityv1beta1.JWTRule) (p *jwt.JwtProvider, k
 			},
 		}}
 	default:
-		local(EmptyJWKS)
+		local(UnusableJWKS)
 		return p, fmt.Errorf("neither jwks nor jwksUri is set (OpenID discovery is not supported)"), nil
 	}
 	return p, nil, nil

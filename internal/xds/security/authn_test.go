@@ -52,7 +52,7 @@ func pushWithJWKSService() *model.PushContext {
 }
 
 func TestJWTProviders(t *testing.T) {
-	const jwks = `{"keys":[{"kty":"RSA","e":"AQAB","n":"xyz"}]}`
+	const jwks = testJWKS
 	tests := []struct {
 		name    string
 		spec    string
@@ -66,7 +66,6 @@ jwtRules:
   jwks: '` + jwks + `'
   fromHeaders: [{name: X-Jwt, prefix: "Bearer "}]
   fromParams: [token]
-  fromCookies: [session]
   forwardOriginalToken: true
   outputPayloadToHeader: X-Jwt-Payload
   outputClaimToHeaders: [{header: X-Sub, claim: sub}]`, want: `
@@ -76,7 +75,6 @@ localJwks: {inlineString: '` + jwks + `'}
 forward: true
 fromHeaders: [{name: x-jwt, valuePrefix: "Bearer "}]
 fromParams: [token]
-fromCookies: [session]
 forwardPayloadHeader: x-jwt-payload
 payloadInMetadata: https://issuer.example
 claimToHeaders: [{headerName: x-sub, claimName: sub}]`},
@@ -92,15 +90,21 @@ payloadInMetadata: iss
 remoteJwks: {httpUri: {uri: "https://jwks.auth/keys", cluster: "outbound|443||jwks.auth.svc.cluster.local", timeout: 5s}}`},
 		{name: "jwksUri outside the mesh rejects the issuer's tokens", spec: `
 jwtRules: [{issuer: iss, jwksUri: "https://www.googleapis.com/oauth2/v3/certs"}]`,
-			want: `{issuer: iss, payloadInMetadata: iss, localJwks: {inlineString: '{"keys":[]}'}}`, skipped: "not a service known to the mesh"},
+			want: `{issuer: iss, payloadInMetadata: iss, localJwks: {inlineString: '` + UnusableJWKS + `'}}`, skipped: "not a service known to the mesh"},
 		{name: "jwksUri unknown port rejects the issuer's tokens", spec: `
 jwtRules: [{issuer: iss, jwksUri: "http://jwks.auth.svc.cluster.local:9999/keys"}]`,
-			want: `{issuer: iss, payloadInMetadata: iss, localJwks: {inlineString: '{"keys":[]}'}}`, skipped: "port 9999"},
+			want: `{issuer: iss, payloadInMetadata: iss, localJwks: {inlineString: '` + UnusableJWKS + `'}}`, skipped: "port 9999"},
 		{name: "no jwks source rejects the issuer's tokens", spec: `jwtRules: [{issuer: iss}]`,
-			want: `{issuer: iss, payloadInMetadata: iss, localJwks: {inlineString: '{"keys":[]}'}}`, skipped: "neither jwks nor jwksUri"},
-		{name: "empty issuer is skipped", spec: `jwtRules: [{jwks: k}]`, skipped: "issuer is empty"},
+			want: `{issuer: iss, payloadInMetadata: iss, localJwks: {inlineString: '` + UnusableJWKS + `'}}`, skipped: "neither jwks nor jwksUri"},
+		{name: "cookies are not read", spec: `jwtRules: [{issuer: iss, jwks: '` + jwks + `', fromCookies: [session]}]`,
+			want: `{issuer: iss, payloadInMetadata: iss, localJwks: {inlineString: '` + jwks + `'}}`, skipped: "fromCookies"},
+		{name: "invalid inline jwks rejects the issuer's tokens", spec: `jwtRules: [{issuer: iss, jwks: "{}"}]`,
+			want: `{issuer: iss, payloadInMetadata: iss, localJwks: {inlineString: '` + UnusableJWKS + `'}}`, skipped: "jwks has no keys"},
+		{name: "malformed inline jwks rejects the issuer's tokens", spec: `jwtRules: [{issuer: iss, jwks: "not json"}]`,
+			want: `{issuer: iss, payloadInMetadata: iss, localJwks: {inlineString: '` + UnusableJWKS + `'}}`, skipped: "not a JSON Web Key Set"},
+		{name: "empty issuer is skipped", spec: `jwtRules: [{jwks: '` + jwks + `'}]`, skipped: "issuer is empty"},
 		{name: "bad claim header is skipped", spec: `
-jwtRules: [{issuer: iss, jwks: x, outputClaimToHeaders: [{header: "bad header", claim: sub}]}]`, skipped: "outputClaimToHeaders"},
+jwtRules: [{issuer: iss, jwks: '` + jwks + `', outputClaimToHeaders: [{header: "bad header", claim: sub}]}]`, skipped: "outputClaimToHeaders"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -135,10 +139,10 @@ jwtRules: [{issuer: iss, jwks: x, outputClaimToHeaders: [{header: "bad header", 
 func TestJWTRules(t *testing.T) {
 	push := pushWithJWKSService()
 	push.RequestAuthentications = append(push.RequestAuthentications,
-		ra(t, "bookinfo", "newer", 5, `jwtRules: [{issuer: b, jwks: k}]`),
-		ra(t, rootNS, "mesh", 1, `jwtRules: [{issuer: a, jwks: k}]`),
-		ra(t, "bookinfo", "other-app", 0, `{selector: {matchLabels: {app: other}}, jwtRules: [{issuer: c, jwks: k}]}`),
-		ra(t, "elsewhere", "x", 0, `jwtRules: [{issuer: d, jwks: k}]`),
+		ra(t, "bookinfo", "newer", 5, `jwtRules: [{issuer: b, jwks: '`+testJWKS+`'}]`),
+		ra(t, rootNS, "mesh", 1, `jwtRules: [{issuer: a, jwks: '`+testJWKS+`'}]`),
+		ra(t, "bookinfo", "other-app", 0, `{selector: {matchLabels: {app: other}}, jwtRules: [{issuer: c, jwks: '`+testJWKS+`'}]}`),
+		ra(t, "elsewhere", "x", 0, `jwtRules: [{issuer: d, jwks: '`+testJWKS+`'}]`),
 	)
 	push.AuthorizationPolicies = append(push.AuthorizationPolicies, ap(t, "bookinfo", "p", 0, `{rules: [{from: [{source: {requestPrincipals: ["*"]}}]}]}`))
 	filters := InboundHTTPFilters(push, sidecar("bookinfo", map[string]string{"app": "reviews"}), 80)

@@ -29,7 +29,7 @@ func representativePush(t testing.TB) *model.PushContext {
 jwtRules:
 - issuer: https://accounts.example.com
   audiences: [bookinfo]
-  jwks: '{"keys":[{"kty":"EC","crv":"P-256","x":"x","y":"y"}]}'
+  jwks: '`+testJWKS+`'
   fromHeaders: [{name: Authorization, prefix: "Bearer "}]
   outputClaimToHeaders: [{header: x-user-group, claim: group}]`),
 		ra(t, "bookinfo", "reviews-jwt", 1, `

@@ -88,3 +88,6 @@ type (
 	securityRA = securityv1beta1.RequestAuthentication
 	securityAP = securityv1beta1.AuthorizationPolicy
 )
+
+// testJWKS is a valid public key set (its private key was not kept).
+const testJWKS = `{"keys":[{"use":"sig","kty":"EC","kid":"test-key","crv":"P-256","alg":"ES256","x":"5xh-wDcDcksRVg0LjpvD-pkcgiOZyWHwo_w16OiRu60","y":"rtPAcfcrNlRK3QtnmQFarqA9X2HSskmVmrElm5Xv2xY"}]}`

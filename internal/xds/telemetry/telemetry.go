@@ -50,15 +50,15 @@ const DefaultAccessLogFormat = `[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIG
 	`%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% ` +
 	`"%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% ` +
 	`%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" ` +
-	`"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% ` +
+	`"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER% ` +
 	`%UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% ` +
 	`%REQUESTED_SERVER_NAME% %ROUTE_NAME%` + "\n"
 
 // Settings is the telemetry of one proxy.
 type Settings struct {
-	// Tracing goes on every HTTP connection manager; nil means no tracing.
-	// A Tracing without Provider samples and propagates context but
-	// reports no spans (disableSpanReporting).
+	// Tracing goes on every HTTP connection manager; nil means no tracing
+	// (also with disableSpanReporting: the proxy has no tracer that
+	// samples without reporting).
 	Tracing *hcm.HttpConnectionManager_Tracing
 	// AccessLogs go on HTTP connection managers and TCP proxies.
 	AccessLogs []*accesslogv3.AccessLog
@@ -333,7 +333,7 @@ func (b *builder) tracing(tr *tracingSpec) (*hcm.HttpConnectionManager_Tracing, 
 		CustomTags:     b.customTags(tr),
 	}
 	if tr.disableSpan != nil && *tr.disableSpan {
-		return out, ""
+		return nil, ""
 	}
 	p := b.provider(names[0])
 	if p == nil {

@@ -139,8 +139,15 @@ provider:
     '@type': type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
     grpcService: {envoyGrpc: {clusterName: "outbound|4317||opentelemetry-collector.observability.svc.cluster.local", authority: opentelemetry-collector.observability.svc.cluster.local}}
     serviceName: reviews.bookinfo`},
-		{name: "disableSpanReporting keeps sampling without a tracer", spec: `tracing: [{providers: [{name: otel}], randomSamplingPercentage: 10, disableSpanReporting: true}]`,
-			want: `randomSampling: {value: 10}`},
+		{name: "disableSpanReporting turns tracing off", spec: `tracing: [{providers: [{name: otel}], randomSamplingPercentage: 10, disableSpanReporting: true}]`},
+		{name: "disableSpanReporting false at a lower level turns it back on", spec: `tracing: [{providers: [{name: otel}], disableSpanReporting: false}]`, mesh: `{defaultConfig: {tracing: {sampling: 2}}}`, provider: "otel", want: `
+randomSampling: {value: 2}
+provider:
+  name: envoy.tracers.opentelemetry
+  typedConfig:
+    '@type': type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+    grpcService: {envoyGrpc: {clusterName: "outbound|4317||opentelemetry-collector.observability.svc.cluster.local", authority: opentelemetry-collector.observability.svc.cluster.local}}
+    serviceName: reviews.bookinfo`},
 		{name: "custom tags", spec: `
 tracing:
 - providers: [{name: otel}]
