@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"crypto/tls"
+	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -99,6 +100,37 @@ func TestSniff(t *testing.T) {
 		b := make([]byte, len(in))
 		if n, _ := c.Read(b); string(b[:n]) != in[:n] || n == 0 {
 			t.Errorf("peeked bytes lost: %q", b[:n])
+		}
+	}
+}
+
+// exhaustedConn serves its bytes, then reports any further read: sniffing
+// must decide from what a client already sent, never wait for more.
+type exhaustedConn struct {
+	net.Conn
+	t    *testing.T
+	data []byte
+}
+
+func (c *exhaustedConn) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		c.t.Errorf("sniffing waited for more bytes")
+		return 0, io.EOF
+	}
+	n := copy(p, c.data)
+	c.data = c.data[n:]
+	return n, nil
+}
+
+func TestSniffDecidesFromWhatArrived(t *testing.T) {
+	for in, want := range map[string]string{
+		"GET /x HTTP/1.1\r\nHost: a\r\n\r\n": "http/1.1",
+		string(h2Preface):                    "h2c",
+		"SSH-2.0-OpenSSH\r\n":                "",
+	} {
+		c := newBufConn(&exhaustedConn{t: t, data: []byte(in)})
+		if got := sniffHTTP(c); got != want {
+			t.Errorf("sniffHTTP(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -87,31 +87,36 @@ func sniffHTTP(c *bufConn) string {
 	n := 1
 	for n <= 4096 {
 		b, err := c.r.Peek(n)
-		if len(b) >= len(h2Preface) && bytes.HasPrefix(b, h2Preface) {
+		switch {
+		case len(b) >= len(h2Preface) && bytes.HasPrefix(b, h2Preface):
 			return "h2c"
-		}
-		if len(b) < len(h2Preface) && bytes.HasPrefix(h2Preface, b) && err == nil {
-			n = len(b) + 1
-			continue
-		}
-		if i := bytes.Index(b, []byte("\r\n")); i >= 0 {
-			line := b[:i]
-			sp := bytes.IndexByte(line, ' ')
-			if sp <= 0 || !isToken(line[:sp]) {
+		case len(b) < len(h2Preface) && bytes.HasPrefix(h2Preface, b):
+			// Maybe the preface: wait for more.
+		default:
+			if i := bytes.Index(b, []byte("\r\n")); i >= 0 {
+				line := b[:i]
+				sp := bytes.IndexByte(line, ' ')
+				if sp <= 0 || !isToken(line[:sp]) {
+					return ""
+				}
+				if bytes.HasSuffix(line, []byte(" HTTP/1.1")) || bytes.HasSuffix(line, []byte(" HTTP/1.0")) {
+					return "http/1.1"
+				}
 				return ""
 			}
-			if bytes.HasSuffix(line, []byte(" HTTP/1.1")) || bytes.HasSuffix(line, []byte(" HTTP/1.0")) {
-				return "http/1.1"
+			if sp := bytes.IndexByte(b, ' '); (sp < 0 && !isToken(b)) || (sp > 0 && !isToken(b[:sp])) || sp == 0 {
+				return ""
 			}
-			return ""
 		}
 		if err != nil {
 			return ""
 		}
-		if sp := bytes.IndexByte(b, ' '); (sp < 0 && !isToken(b)) || (sp > 0 && !isToken(b[:sp])) {
-			return ""
+		// Look at everything already received before waiting for more.
+		if c.r.Buffered() > len(b) {
+			n = c.r.Buffered()
+		} else {
+			n = len(b) + 1
 		}
-		n = c.r.Buffered() + 1
 	}
 	return ""
 }
