@@ -35,6 +35,13 @@ type gen struct {
 	routes    map[string]*route.RouteConfiguration
 	secrets   map[string]*tls.Secret
 	skipped   map[Skipped]bool
+
+	// memoized lookups (translation of one proxy asks the same questions
+	// once per service port)
+	drCache  map[string]*model.Config[*networking.DestinationRule]
+	drHosts  map[*model.Config[*networking.DestinationRule]]string
+	vsHosts  map[*model.Config[*networking.VirtualService]][]string
+	boundVSs map[string][]*model.Config[*networking.VirtualService]
 }
 
 // edsTarget is what one EDS cluster load-balances over.
@@ -103,6 +110,10 @@ func newGen(push *model.PushContext, proxy *model.Proxy) *gen {
 		routes:    map[string]*route.RouteConfiguration{},
 		secrets:   map[string]*tls.Secret{},
 		skipped:   map[Skipped]bool{},
+		drCache:   map[string]*model.Config[*networking.DestinationRule]{},
+		drHosts:   map[*model.Config[*networking.DestinationRule]]string{},
+		vsHosts:   map[*model.Config[*networking.VirtualService]][]string{},
+		boundVSs:  map[string][]*model.Config[*networking.VirtualService]{},
 	}
 	g.scope = newScope(push, proxy)
 	g.tel = hooks.Telemetry(push, proxy)
@@ -133,9 +144,20 @@ func newGen(push *model.PushContext, proxy *model.Proxy) *gen {
 				}
 			}
 			g.drs = append(g.drs, dr)
+			g.drHosts[dr] = g.fqdn(dr.Spec.GetHost(), dr.Namespace)
 		}
 	}
+	// Istio's precedence is creation order; do not rely on the caller's.
+	sort.SliceStable(g.vss, func(i, j int) bool { return olderThan(g.vss[i].Meta, g.vss[j].Meta) })
+	sort.SliceStable(g.drs, func(i, j int) bool { return olderThan(g.drs[i].Meta, g.drs[j].Meta) })
 	return g
+}
+
+func olderThan(a, b model.Meta) bool {
+	if !a.CreationTimestamp.Equal(b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(b.CreationTimestamp)
+	}
+	return a.Key() < b.Key()
 }
 
 // guard runs fn for one Istio object and turns a panic into a Skipped entry.

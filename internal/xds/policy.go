@@ -14,8 +14,18 @@ import (
 // among equals the proxy's namespace, then the service's, then the root
 // namespace; oldest first within a namespace.
 func (g *gen) destinationRule(host, svcNS string) *model.Config[*networking.DestinationRule] {
+	key := host + "/" + svcNS
+	if dr, ok := g.drCache[key]; ok {
+		return dr
+	}
+	dr := g.findDestinationRule(host, svcNS)
+	g.drCache[key] = dr
+	return dr
+}
+
+func (g *gen) findDestinationRule(host, svcNS string) *model.Config[*networking.DestinationRule] {
 	rank := func(dr *model.Config[*networking.DestinationRule]) (int, int, bool) {
-		h := g.fqdn(dr.Spec.GetHost(), dr.Namespace)
+		h := g.drHosts[dr]
 		if !hostMatches(h, host) {
 			return 0, 0, false
 		}

@@ -60,13 +60,30 @@ func contains(list []string, s string) bool {
 
 // boundVS are the visible VirtualServices bound to the gateway, oldest first.
 func (g *gen) boundVS(gateway string) []*model.Config[*networking.VirtualService] {
+	if out, ok := g.boundVSs[gateway]; ok {
+		return out
+	}
 	var out []*model.Config[*networking.VirtualService]
 	for _, vs := range g.vss {
 		if contains(vsGateways(vs.Spec.GetGateways(), vs.Namespace), gateway) {
 			out = append(out, vs)
 		}
 	}
+	g.boundVSs[gateway] = out
 	return out
+}
+
+// hostsOf are a VirtualService's hosts as FQDNs.
+func (g *gen) hostsOf(vs *model.Config[*networking.VirtualService]) []string {
+	if h, ok := g.vsHosts[vs]; ok {
+		return h
+	}
+	var h []string
+	for _, host := range vs.Spec.GetHosts() {
+		h = append(h, g.fqdn(host, vs.Namespace))
+	}
+	g.vsHosts[vs] = h
+	return h
 }
 
 // vsForHost picks the VirtualService routing host: an exact host beats a
@@ -74,8 +91,7 @@ func (g *gen) boundVS(gateway string) []*model.Config[*networking.VirtualService
 func (g *gen) vsForHost(vss []*model.Config[*networking.VirtualService], host string) *model.Config[*networking.VirtualService] {
 	var exact, wild *model.Config[*networking.VirtualService]
 	for _, vs := range vss {
-		for _, h := range vs.Spec.GetHosts() {
-			h = g.fqdn(h, vs.Namespace)
+		for _, h := range g.hostsOf(vs) {
 			switch {
 			case h == host:
 				if exact == nil {
