@@ -9,6 +9,8 @@ import (
 	"time"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -66,10 +68,17 @@ func newHCMServer(key string, cfg *hcmv3.HttpConnectionManager, tlsTerminated bo
 	protos.SetHTTP1(cfg.GetCodecType() != hcmv3.HttpConnectionManager_HTTP2)
 	protos.SetHTTP2(cfg.GetCodecType() != hcmv3.HttpConnectionManager_HTTP1)
 	protos.SetUnencryptedHTTP2(cfg.GetCodecType() != hcmv3.HttpConnectionManager_HTTP1)
+	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.cur.Load().ServeHTTP(w, r)
+	})
+	if !tlsTerminated && cfg.GetCodecType() != hcmv3.HttpConnectionManager_HTTP1 {
+		// net/http serves h2c with prior knowledge itself; h2c takes
+		// over HTTP/1.1 "Upgrade: h2c" requests (the connection is
+		// then hijacked, so draining cannot wait for it).
+		handler = h2c.NewHandler(handler, &http2.Server{IdleTimeout: idle})
+	}
 	s.srv = &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.cur.Load().ServeHTTP(w, r)
-		}),
+		Handler:           handler,
 		Protocols:         protos,
 		IdleTimeout:       idle,
 		ReadHeaderTimeout: 60 * time.Second,
