@@ -3,7 +3,6 @@ package xds
 import (
 	"strings"
 
-	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/mizzen-mesh/mizzen/internal/pilot/model"
@@ -62,12 +61,10 @@ func (g *gen) findDestinationRule(host, svcNS string) *model.Config[*networking.
 
 // policy is the effective traffic policy of one cluster.
 type policy struct {
-	lb       *networking.LoadBalancerSettings
-	pool     *networking.ConnectionPoolSettings
-	outlier  *networking.OutlierDetection
-	tls      *networking.ClientTLSSettings
-	setByDR  bool
-	subsetOK bool
+	lb      *networking.LoadBalancerSettings
+	pool    *networking.ConnectionPoolSettings
+	outlier *networking.OutlierDetection
+	tls     *networking.ClientTLSSettings
 }
 
 // overlay replaces every field tp sets, then the port-level settings for
@@ -114,7 +111,6 @@ func effectivePolicy(dr *networking.DestinationRule, subset *networking.Subset, 
 	if dr == nil {
 		return p
 	}
-	p.setByDR = true
 	p.overlay(dr.TrafficPolicy, port)
 	if subset != nil {
 		p.overlay(subset.TrafficPolicy, port)
@@ -122,7 +118,7 @@ func effectivePolicy(dr *networking.DestinationRule, subset *networking.Subset, 
 	return p
 }
 
-// hashPolicyFor returns the consistent-hash settings that apply to a
+// consistentHash returns the consistent-hash settings that apply to a
 // destination, or nil.
 func (g *gen) consistentHash(host string, svcNS string, subset string, port uint32) *networking.LoadBalancerSettings_ConsistentHashLB {
 	dr := g.destinationRule(host, svcNS)
@@ -137,13 +133,6 @@ func (g *gen) consistentHash(host string, svcNS string, subset string, port uint
 	}
 	p := effectivePolicy(dr.Spec, ss, port)
 	return p.lb.GetConsistentHash()
-}
-
-func cloneTLS(t *networking.ClientTLSSettings) *networking.ClientTLSSettings {
-	if t == nil {
-		return nil
-	}
-	return proto.Clone(t).(*networking.ClientTLSSettings)
 }
 
 func trimNS(s string) string {

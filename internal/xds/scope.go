@@ -150,14 +150,14 @@ func (s *scope) allows(ns, host string) bool {
 }
 
 func (g *gen) serviceVisible(svc *model.Service) bool {
-	if !exported(svc.ExportTo, exportStrings(g.push.Mesh.GetDefaultServiceExportTo()), svc.Namespace, g.scope.proxyNS) {
+	if !exported(svc.ExportTo, g.push.Mesh.GetDefaultServiceExportTo(), svc.Namespace, g.scope.proxyNS) {
 		return false
 	}
 	return g.scope.allows(svc.Namespace, svc.Hostname)
 }
 
 func (g *gen) vsVisible(vs *model.Config[*networking.VirtualService]) bool {
-	if !exported(vs.Spec.GetExportTo(), exportStrings(g.push.Mesh.GetDefaultVirtualServiceExportTo()), vs.Namespace, g.scope.proxyNS) {
+	if !exported(vs.Spec.GetExportTo(), g.push.Mesh.GetDefaultVirtualServiceExportTo(), vs.Namespace, g.scope.proxyNS) {
 		return false
 	}
 	for _, h := range vs.Spec.GetHosts() {
@@ -172,10 +172,8 @@ func (g *gen) drVisible(dr *model.Config[*networking.DestinationRule]) bool {
 	if dr.Namespace == g.scope.proxyNS {
 		return true
 	}
-	return exported(dr.Spec.GetExportTo(), exportStrings(g.push.Mesh.GetDefaultDestinationRuleExportTo()), dr.Namespace, g.scope.proxyNS)
+	return exported(dr.Spec.GetExportTo(), g.push.Mesh.GetDefaultDestinationRuleExportTo(), dr.Namespace, g.scope.proxyNS)
 }
-
-func exportStrings(in []string) []string { return in }
 
 // fqdn expands a short host of an Istio object in namespace ns
 // ("reviews" → "reviews.ns.svc.cluster.local"); hosts with a dot, and
