@@ -28,8 +28,9 @@ import (
 type Options struct {
 	Node    *config.Node
 	Secrets config.Secrets
-	Engine  Engine
-	Log     *slog.Logger
+	// Engine routes and builds clusters; nil = DefaultEngine.
+	Engine Engine
+	Log    *slog.Logger
 	// Registry receives Istio's standard metrics; nil = not registered.
 	Registry prometheus.Registerer
 	// BindAddress replaces the unspecified address (0.0.0.0, ::) of
@@ -63,7 +64,7 @@ func New(opts Options) (*Dataplane, error) {
 		return nil, errors.New("dataplane: node is required")
 	}
 	if opts.Engine == nil {
-		return nil, errors.New("dataplane: engine is required")
+		opts.Engine = DefaultEngine{}
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)

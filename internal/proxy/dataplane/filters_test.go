@@ -86,7 +86,9 @@ func requireJWTPrincipal(t *testing.T) *hcmv3.HttpFilter {
 	return &hcmv3.HttpFilter{Name: rbacFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, r)}}
 }
 
-func TestJWTLocalAndRemoteJWKS(t *testing.T) {
+func TestJWTLocalAndRemoteJWKS(t *testing.T) { forEngines(t, testJWTLocalAndRemoteJWKS) }
+
+func testJWTLocalAndRemoteJWKS(t *testing.T, engine Engine) {
 	s := newSigner(t)
 	app := backend(t, "app")
 	// The remote JWKS is served on loopback and reached through a cluster.
@@ -118,7 +120,7 @@ func TestJWTLocalAndRemoteJWKS(t *testing.T) {
 			snap.Routes["r"] = routeTo("r", "app")
 			snap.Listeners["l"] = realListener("l", port, &listener.FilterChain{Filters: []*listener.Filter{
 				hcmNetFilter(t, rds("r"), jwtFilterOf(t, p), requireJWTPrincipal(t))}})
-			d := newDP(t, Options{})
+			d := newDP(t, Options{Engine: engine})
 			if err := d.Apply(snap); err != nil {
 				t.Fatal(err)
 			}
@@ -155,7 +157,9 @@ func TestJWTLocalAndRemoteJWKS(t *testing.T) {
 
 func emptyPB() *emptypbT { return &emptypbT{} }
 
-func TestRBACThroughConnectionManager(t *testing.T) {
+func TestRBACThroughConnectionManager(t *testing.T) { forEngines(t, testRBACThroughConnectionManager) }
+
+func testRBACThroughConnectionManager(t *testing.T, engine Engine) {
 	app := backend(t, "app")
 	port := freePort(t)
 	deny := &rbachttp.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{"deny-admin": {
@@ -173,7 +177,7 @@ func TestRBACThroughConnectionManager(t *testing.T) {
 		&hcmv3.HttpFilter{Name: rbacFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, deny)}},
 		&hcmv3.HttpFilter{Name: rbacFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, allow)}},
 	)}})
-	d := newDP(t, Options{})
+	d := newDP(t, Options{Engine: engine})
 	if err := d.Apply(snap); err != nil {
 		t.Fatal(err)
 	}
@@ -193,12 +197,14 @@ func TestRBACThroughConnectionManager(t *testing.T) {
 // TestTelemetryBothReporters sends a request through a client sidecar
 // (outbound) and a server sidecar (inbound) and checks both reporters'
 // istio_requests_total series, labelled from exchanged peer metadata.
-func TestTelemetryBothReporters(t *testing.T) {
+func TestTelemetryBothReporters(t *testing.T) { forEngines(t, testTelemetryBothReporters) }
+
+func testTelemetryBothReporters(t *testing.T, engine Engine) {
 	reg := prometheus.NewRegistry()
 	app := backend(t, "app")
 	inPort, outPort := freePort(t), freePort(t)
 
-	server := newDP(t, Options{Registry: reg, Node: testNode("reviews", "bookinfo")})
+	server := newDP(t, Options{Engine: engine, Registry: reg, Node: testNode("reviews", "bookinfo")})
 	in := newSnap()
 	in.Clusters["inbound|9080||"] = staticCluster("inbound|9080||", app)
 	in.Routes["inbound|9080||"] = routeTo("inbound|9080||", "inbound|9080||")
@@ -206,7 +212,7 @@ func TestTelemetryBothReporters(t *testing.T) {
 	if err := server.Apply(in); err != nil {
 		t.Fatal(err)
 	}
-	client := newDP(t, Options{Registry: reg, Node: testNode("productpage", "bookinfo")})
+	client := newDP(t, Options{Engine: engine, Registry: reg, Node: testNode("productpage", "bookinfo")})
 	out := newSnap()
 	c := staticCluster("outbound|9080||reviews.bookinfo.svc.cluster.local", fmt.Sprintf("127.0.0.1:%d", inPort))
 	c.Metadata = istioServiceMetadata(t, "reviews.bookinfo.svc.cluster.local", "reviews", "bookinfo")
@@ -298,7 +304,9 @@ func (c *collector) Export(_ context.Context, req *collectortrace.ExportTraceSer
 	return &collectortrace.ExportTraceServiceResponse{}, nil
 }
 
-func TestTracingPropagatesAndExports(t *testing.T) {
+func TestTracingPropagatesAndExports(t *testing.T) { forEngines(t, testTracingPropagatesAndExports) }
+
+func testTracingPropagatesAndExports(t *testing.T, engine Engine) {
 	col := &collector{}
 	gl, _ := net.Listen("tcp", "127.0.0.1:0")
 	gs := grpc.NewServer()
@@ -318,7 +326,7 @@ func TestTracingPropagatesAndExports(t *testing.T) {
 	snap.Routes["r"] = routeTo("r", "app")
 	snap.Routes["r"].VirtualHosts[0].Routes[0].Decorator = &route.Decorator{Operation: "reviews-op"}
 	snap.Listeners["l"] = realListener("l", port, &listener.FilterChain{Filters: []*listener.Filter{hcmNetFilter(t, hc)}})
-	d := newDP(t, Options{})
+	d := newDP(t, Options{Engine: engine})
 	if err := d.Apply(snap); err != nil {
 		t.Fatal(err)
 	}
@@ -358,14 +366,16 @@ func TestTracingPropagatesAndExports(t *testing.T) {
 	}
 }
 
-func TestDrainFinishesInFlight(t *testing.T) {
+func TestDrainFinishesInFlight(t *testing.T) { forEngines(t, testDrainFinishesInFlight) }
+
+func testDrainFinishesInFlight(t *testing.T, engine Engine) {
 	app := backend(t, "app")
 	port := freePort(t)
 	snap := newSnap()
 	snap.Clusters["app"] = staticCluster("app", app)
 	snap.Routes["r"] = routeTo("r", "app")
 	snap.Listeners["l"] = realListener("l", port, &listener.FilterChain{Filters: []*listener.Filter{hcmNetFilter(t, rds("r"))}})
-	d := newDP(t, Options{})
+	d := newDP(t, Options{Engine: engine})
 	if err := d.Apply(snap); err != nil {
 		t.Fatal(err)
 	}

@@ -448,3 +448,14 @@ func istioServiceMetadata(t testing.TB, host, name, ns string) *core.Metadata {
 	}
 	return &core.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": s}}
 }
+
+// forEngines runs a test with the in-test engine and with DefaultEngine
+// (the real router and clusters).
+func forEngines(t *testing.T, f func(*testing.T, Engine)) {
+	for _, e := range []struct {
+		name string
+		e    Engine
+	}{{"test-engine", testEngine{}}, {"default-engine", DefaultEngine{}}} {
+		t.Run(e.name, func(t *testing.T) { f(t, e.e) })
+	}
+}

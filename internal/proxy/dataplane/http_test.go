@@ -12,9 +12,13 @@ import (
 )
 
 func TestHTTPThroughListenerAndRDSRoute(t *testing.T) {
+	forEngines(t, testHTTPThroughListenerAndRDSRoute)
+}
+
+func testHTTPThroughListenerAndRDSRoute(t *testing.T, engine Engine) {
 	be := backend(t, "backend-a")
 	port := freePort(t)
-	d := newDP(t, Options{})
+	d := newDP(t, Options{Engine: engine})
 	snap := newSnap()
 	snap.Clusters["a"] = staticCluster("a", be)
 	snap.Routes["80"] = routeTo("80", "a")
@@ -85,9 +89,13 @@ func TestApplyErrorChangesNothing(t *testing.T) {
 }
 
 func TestConfigSwapUnderLoadLosesNothing(t *testing.T) {
+	forEngines(t, testConfigSwapUnderLoadLosesNothing)
+}
+
+func testConfigSwapUnderLoadLosesNothing(t *testing.T, engine Engine) {
 	beA, beB := backend(t, "A"), backend(t, "B")
 	port := freePort(t)
-	d := newDP(t, Options{})
+	d := newDP(t, Options{Engine: engine})
 	snapFor := func(i int) *snapshotT {
 		s := newSnap()
 		s.Clusters["a"] = staticCluster("a", beA)
@@ -159,10 +167,12 @@ func TestConfigSwapUnderLoadLosesNothing(t *testing.T) {
 	}
 }
 
-func TestListenerAddRemove(t *testing.T) {
+func TestListenerAddRemove(t *testing.T) { forEngines(t, testListenerAddRemove) }
+
+func testListenerAddRemove(t *testing.T, engine Engine) {
 	be := backend(t, "a")
 	p1, p2 := freePort(t), freePort(t)
-	d := newDP(t, Options{})
+	d := newDP(t, Options{Engine: engine})
 	snap := newSnap()
 	snap.Clusters["a"] = staticCluster("a", be)
 	snap.Routes["80"] = routeTo("80", "a")

@@ -59,7 +59,9 @@ func mtlsClient(ca *testCA, cert *tls.Certificate) *http.Client {
 	}}}
 }
 
-func TestMTLSStrictAndPermissive(t *testing.T) {
+func TestMTLSStrictAndPermissive(t *testing.T) { forEngines(t, testMTLSStrictAndPermissive) }
+
+func testMTLSStrictAndPermissive(t *testing.T, engine Engine) {
 	ca := newTestCA(t)
 	serverCert, _, _ := ca.issue(t, "spiffe://cluster.local/ns/default/sa/server")
 	clientCert, _, _ := ca.issue(t, "spiffe://cluster.local/ns/default/sa/client")
@@ -69,7 +71,7 @@ func TestMTLSStrictAndPermissive(t *testing.T) {
 	for _, permissive := range []bool{false, true} {
 		t.Run(fmt.Sprintf("permissive=%v", permissive), func(t *testing.T) {
 			port := freePort(t)
-			d := newDP(t, Options{Secrets: secrets})
+			d := newDP(t, Options{Engine: engine, Secrets: secrets})
 			if err := d.Apply(inboundSnap(t, port, app, permissive)); err != nil {
 				t.Fatal(err)
 			}
@@ -137,6 +139,10 @@ func TestCertificateRotationWithoutRestart(t *testing.T) {
 // gatewaySnap terminates TLS for two hosts with Secret resources; MUTUAL
 // also asks for client certificates checked against the -cacert secret.
 func TestGatewaySimpleMutualAndPassthrough(t *testing.T) {
+	forEngines(t, testGatewaySimpleMutualAndPassthrough)
+}
+
+func testGatewaySimpleMutualAndPassthrough(t *testing.T, engine Engine) {
 	ca := newTestCA(t)
 	_, fooPEM, fooKey := ca.issue(t, "", "foo.example.com")
 	_, barPEM, barKey := ca.issue(t, "", "bar.example.com")
@@ -178,7 +184,7 @@ func TestGatewaySimpleMutualAndPassthrough(t *testing.T) {
 		&listener.FilterChain{FilterChainMatch: &listener.FilterChainMatch{ServerNames: []string{"*.example.com"}},
 			Filters: []*listener.Filter{tcpNetFilter(t, "pass")}},
 	)
-	d := newDP(t, Options{Node: testNode("ingress", "istio-system")})
+	d := newDP(t, Options{Engine: engine, Node: testNode("ingress", "istio-system")})
 	if err := d.Apply(s); err != nil {
 		t.Fatal(err)
 	}
