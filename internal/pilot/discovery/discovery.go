@@ -11,6 +11,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -131,7 +132,9 @@ func New(opts Options) (*Controller, error) {
 		reported:    map[string]string{},
 		istioStores: map[model.Kind]cache.Store{},
 	}
-	c.idx.mesh = withRoot(opts.Mesh, opts.Namespace)
+	if err := c.idx.setMesh(withRoot(opts.Mesh, opts.Namespace), opts.Namespace); err != nil {
+		return nil, fmt.Errorf("mesh config: %w", err)
+	}
 	c.recorder = opts.Recorder
 	if c.recorder == nil {
 		c.broadcaster = record.NewBroadcaster()
@@ -208,13 +211,20 @@ func (c *Controller) Snapshot() *model.PushContext {
 	return c.snap
 }
 
-// SetMesh replaces the mesh config and notifies subscribers.
+// SetMesh replaces the mesh config and notifies subscribers. Its
+// discoverySelectors limit the namespaces whose services, endpoints,
+// Istio objects and credentials the snapshots hold (the root and control
+// plane namespaces are always kept).
 func (c *Controller) SetMesh(m *meshconfig.MeshConfig) {
 	if m == nil {
 		m = DefaultMeshConfig()
 	}
 	m = withRoot(m, c.opts.Namespace)
-	c.update(func(ix *index) { ix.mesh = m; ix.dirtyMesh = true })
+	var err error
+	c.update(func(ix *index) { err = ix.setMesh(m, c.opts.Namespace) })
+	if err != nil {
+		c.log.Error("invalid discovery selectors match no namespace", "err", err)
+	}
 	c.notify(Change{Kind: KindMeshConfig})
 }
 

@@ -9,6 +9,7 @@ import (
 	security "istio.io/api/security/v1beta1"
 	telemetry "istio.io/api/telemetry/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/mizzen-mesh/mizzen/internal/pilot/model"
@@ -21,6 +22,10 @@ import (
 type index struct {
 	suffix string
 	mesh   *meshconfig.MeshConfig
+	// selectors are the mesh's discoverySelectors (nil: every namespace);
+	// always are namespaces visible regardless (root and control plane).
+	selectors []labels.Selector
+	always    map[string]bool
 
 	services  map[string]*model.Service  // "ns/name"
 	externals map[string]*corev1.Service // ExternalName Services, "ns/name"
@@ -70,6 +75,32 @@ func newIndex(suffix string) *index {
 		seEndpoints:    map[string][]*model.Endpoint{},
 		dirtyServices:  true,
 	}
+}
+
+// setMesh replaces the mesh config. Invalid discovery selectors are
+// returned as errors and match no namespace.
+func (ix *index) setMesh(m *meshconfig.MeshConfig, controlNamespace string) error {
+	ix.mesh = m
+	ix.dirtyMesh = true
+	ix.always = map[string]bool{controlNamespace: true, m.GetRootNamespace(): true}
+	var err error
+	ix.selectors, err = discoverySelectors(m)
+	return err
+}
+
+// visible reports whether the mesh's discoverySelectors select the
+// namespace (any selector matching its labels), or it is always visible.
+func (ix *index) visible(ns string) bool {
+	if len(ix.selectors) == 0 || ix.always[ns] {
+		return true
+	}
+	l := labels.Set(ix.namespaces[ns])
+	for _, s := range ix.selectors {
+		if s.Matches(l) {
+			return true
+		}
+	}
+	return false
 }
 
 // setService records a Service (nil deletes it).
@@ -169,7 +200,7 @@ func (ix *index) setConfig(kind model.Kind, key string, cfg any) {
 		m[key] = cfg
 	}
 	if kind == model.KindGateway {
-		ix.credNames = credentialNames(configList[*networking.Gateway](m))
+		ix.credNames = credentialNames(configList[*networking.Gateway](m, nil))
 		ix.dirtySecrets = true
 	}
 }
@@ -180,10 +211,12 @@ func (ix *index) credentialSecret(name string) bool {
 	return ix.credNames[name] || ix.credNames[strings.TrimSuffix(name, CACertSuffix)]
 }
 
-func configList[T any](m map[string]any) []model.Config[T] {
+func configList[T any](m map[string]any, visible func(string) bool) []model.Config[T] {
 	out := make([]model.Config[T], 0, len(m))
 	for _, v := range m {
-		out = append(out, v.(model.Config[T]))
+		if c := v.(model.Config[T]); visible == nil || visible(c.Namespace) {
+			out = append(out, c)
+		}
 	}
 	model.SortConfigs(out)
 	return out
@@ -194,7 +227,7 @@ func rebuildKind[T any](ix *index, kind model.Kind, prev []model.Config[T], hadP
 	if hadPrev && !ix.dirtyKinds[kind] {
 		return prev
 	}
-	return configList[T](ix.configs[kind])
+	return configList[T](ix.configs[kind], ix.visible)
 }
 
 // build makes a new snapshot; prev (may be nil) lends its unchanged parts.
@@ -208,7 +241,9 @@ func (ix *index) build(version, controlNamespace string, prev *model.PushContext
 	if p.RootNamespace == "" {
 		p.RootNamespace = controlNamespace
 	}
-	had := prev != nil
+	// A new mesh config, or namespace labels changing under discovery
+	// selectors, may change what is visible: rebuild everything.
+	had := prev != nil && !ix.dirtyMesh && !(ix.dirtyNamespaces && len(ix.selectors) > 0)
 	if !had {
 		prev = &model.PushContext{}
 	}
@@ -253,9 +288,15 @@ func (ix *index) build(version, controlNamespace string, prev *model.PushContext
 	if !had || ix.dirtyServices || seChanged {
 		p.Services = make([]*model.Service, 0, len(ix.services)+len(ix.seServices))
 		for _, s := range ix.services {
-			p.Services = append(p.Services, s)
+			if ix.visible(s.Namespace) {
+				p.Services = append(p.Services, s)
+			}
 		}
-		p.Services = append(p.Services, ix.seServices...)
+		for _, s := range ix.seServices {
+			if ix.visible(s.Namespace) {
+				p.Services = append(p.Services, s)
+			}
+		}
 		model.SortServices(p.Services)
 	} else {
 		p.Services = prev.Services
@@ -290,10 +331,14 @@ func (ix *index) build(version, controlNamespace string, prev *model.PushContext
 	if !had || len(ix.dirtyEndpoints) > 0 || seChanged {
 		p.Endpoints = make(map[string][]*model.Endpoint, len(ix.k8sEndpoints)+len(ix.seEndpoints))
 		for key, eps := range ix.k8sEndpoints {
-			p.Endpoints[model.ServiceKey(ix.services[key])] = eps
+			if svc := ix.services[key]; ix.visible(svc.Namespace) {
+				p.Endpoints[model.ServiceKey(svc)] = eps
+			}
 		}
 		for k, eps := range ix.seEndpoints {
-			p.Endpoints[k] = append(p.Endpoints[k], eps...)
+			if ix.visible(k[strings.LastIndexByte(k, '/')+1:]) {
+				p.Endpoints[k] = append(p.Endpoints[k], eps...)
+			}
 		}
 	} else {
 		p.Endpoints = prev.Endpoints
@@ -302,7 +347,9 @@ func (ix *index) build(version, controlNamespace string, prev *model.PushContext
 	if !had || ix.dirtyNamespaces {
 		p.NamespaceLabels = make(map[string]map[string]string, len(ix.namespaces))
 		for k, v := range ix.namespaces {
-			p.NamespaceLabels[k] = v
+			if ix.visible(k) {
+				p.NamespaceLabels[k] = v
+			}
 		}
 	} else {
 		p.NamespaceLabels = prev.NamespaceLabels
@@ -310,6 +357,11 @@ func (ix *index) build(version, controlNamespace string, prev *model.PushContext
 
 	if !had || ix.dirtySecrets {
 		p.Credentials = buildCredentials(ix.credNames, ix.secrets)
+		for k, c := range p.Credentials {
+			if !ix.visible(c.Namespace) {
+				delete(p.Credentials, k)
+			}
+		}
 	} else {
 		p.Credentials = prev.Credentials
 	}

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	meshconfig "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 )
 
@@ -125,7 +127,31 @@ func ParseMeshConfig(data []byte) (*meshconfig.MeshConfig, error) {
 	if err := protojson.Unmarshal(merged, out); err != nil {
 		return nil, cleanProtoError(err)
 	}
+	if _, err := discoverySelectors(out); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+// discoverySelectors converts the mesh's discoverySelectors; an invalid
+// one is an error and, in the result, matches nothing.
+func discoverySelectors(m *meshconfig.MeshConfig) ([]labels.Selector, error) {
+	var out []labels.Selector
+	var errs []error
+	for i, ls := range m.GetDiscoverySelectors() {
+		sel := &metav1.LabelSelector{MatchLabels: ls.GetMatchLabels()}
+		for _, e := range ls.GetMatchExpressions() {
+			sel.MatchExpressions = append(sel.MatchExpressions, metav1.LabelSelectorRequirement{
+				Key: e.GetKey(), Operator: metav1.LabelSelectorOperator(e.GetOperator()), Values: e.GetValues()})
+		}
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("discoverySelectors[%d]: %w", i, err))
+			s = labels.Nothing()
+		}
+		out = append(out, s)
+	}
+	return out, errors.Join(errs...)
 }
 
 // lineCol is protojson's position, which counts in the JSON converted from

@@ -84,6 +84,10 @@ extensionProviders:
 		yaml:    "outboundTrafficPolicy: {mode: SOMETIMES}\n",
 		wantErr: `invalid value for enum field mode: "SOMETIMES"`,
 	}, {
+		name:    "bad discovery selector",
+		yaml:    "discoverySelectors:\n- matchLabels: {mesh: enabled}\n- matchExpressions: [{key: env, operator: Near, values: [prod]}]\n",
+		wantErr: `discoverySelectors[1]: "Near" is not a valid label selector operator`,
+	}, {
 		name:    "not an object",
 		yaml:    "- a\n- b\n",
 		wantErr: "the mesh config must be an object",
