@@ -8,7 +8,9 @@ import (
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/mizzen-mesh/mizzen/internal/pilot/model"
 )
@@ -84,7 +86,7 @@ func (g *gen) tcpFilters(statPrefix string, dests []weightedCluster, withPolicy 
 	if g.tel.Stats {
 		filters = append(filters, hooks.StatsNetworkFilter(reporter))
 	}
-	tp := &tcpproxy.TcpProxy{StatPrefix: statPrefix, AccessLog: g.tel.AccessLogs}
+	tp := &tcpproxy.TcpProxy{StatPrefix: statPrefix, AccessLog: g.tel.AccessLogs, IdleTimeout: g.tcpIdleTimeout(dests[0].name)}
 	if len(dests) == 1 {
 		tp.ClusterSpecifier = &tcpproxy.TcpProxy_Cluster{Cluster: dests[0].name}
 	} else {
@@ -95,4 +97,35 @@ func (g *gen) tcpFilters(statPrefix string, dests []weightedCluster, withPolicy 
 		tp.ClusterSpecifier = &tcpproxy.TcpProxy_WeightedClusters{WeightedClusters: wc}
 	}
 	return append(filters, &listener.Filter{Name: FilterTCPProxy, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(tp)}})
+}
+
+// tcpIdleTimeout is the DestinationRule's connectionPool.tcp.idleTimeout
+// for an outbound cluster (nil keeps Envoy's one hour).
+func (g *gen) tcpIdleTimeout(clusterName string) *durationpb.Duration {
+	dir, port, subset, host, err := ParseClusterName(clusterName)
+	if err != nil || dir != Outbound {
+		return nil
+	}
+	svcNS := ""
+	for _, s := range g.push.ServicesByHost(host) {
+		if g.serviceVisible(s) {
+			svcNS = s.Namespace
+			break
+		}
+	}
+	dr := g.destinationRule(host, svcNS)
+	if dr == nil {
+		return nil
+	}
+	var ss *networking.Subset
+	for _, s := range dr.Spec.GetSubsets() {
+		if s.GetName() == subset && subset != "" {
+			ss = s
+		}
+	}
+	p := effectivePolicy(dr.Spec, ss, port)
+	if d := p.pool.GetTcp().GetIdleTimeout(); d != nil && d.AsDuration() > 0 {
+		return durationpb.New(d.AsDuration())
+	}
+	return nil
 }

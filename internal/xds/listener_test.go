@@ -3,10 +3,13 @@ package xds
 import (
 	"slices"
 	"testing"
+	"time"
 
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	meshconfig "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/mizzen-mesh/mizzen/internal/pilot/model"
 )
@@ -214,5 +217,23 @@ func TestTCPRouteWeights(t *testing.T) {
 	wc := tp.GetWeightedClusters().GetClusters()
 	if len(wc) != 2 || wc[0].Weight != 80 || wc[1].Name != "outbound|3306||db.internal" {
 		t.Errorf("weighted clusters = %v", wc)
+	}
+}
+
+func TestTCPIdleTimeoutFromDestinationRule(t *testing.T) {
+	push := bookinfo()
+	push.DestinationRules = append(push.DestinationRules, cfg(model.KindDestinationRule, "default", "mongo", 9, &networking.DestinationRule{
+		Host: "mongodb",
+		TrafficPolicy: &networking.TrafficPolicy{ConnectionPool: &networking.ConnectionPoolSettings{
+			Tcp: &networking.ConnectionPoolSettings_TCPSettings{IdleTimeout: durationpb.New(5 * time.Minute)},
+		}},
+	}))
+	r := Generate(push, productpageProxy())
+	tp := mustTCPProxy(t, findListener(r, "10.96.0.14_27017").FilterChains[0].Filters)
+	if tp.GetIdleTimeout().AsDuration() != 5*time.Minute {
+		t.Errorf("idle_timeout = %v", tp.GetIdleTimeout())
+	}
+	if tp := mustTCPProxy(t, findListener(r, "10.96.0.15_7000").FilterChains[1].Filters); tp.GetIdleTimeout() != nil {
+		t.Errorf("no DestinationRule keeps Envoy's default, got %v", tp.GetIdleTimeout())
 	}
 }
