@@ -1,10 +1,12 @@
 package router
 
 import (
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -20,3 +22,7 @@ type (
 	typev3FractionalPercent = typev3.FractionalPercent
 	anypbAny                = anypb.Any
 )
+
+type routev3RouteAction = routev3.RouteAction
+
+func anyOfErr(m proto.Message) (*anypb.Any, error) { return anypb.New(m) }
