@@ -114,7 +114,9 @@ func mustAny(m proto.Message) *anypb.Any {
 // RequestAuthentication selects the proxy), rbac DENY, rbac ALLOW, and
 // rbac with AUDIT policies as shadow_rules (action LOG, nothing enforced).
 // Each is present only when some policy needs it. The caller appends the
-// remaining filters (fault, cors, stats, router).
+// remaining filters (fault, cors, stats, router). Policies are not scoped
+// by port (ports and destination.port are rules the proxy evaluates), so
+// the result is the same for every port of the proxy.
 func InboundHTTPFilters(push *model.PushContext, proxy *model.Proxy, port uint32) []*hcm.HttpFilter {
 	b := newBuilder(push, proxy)
 	return b.httpFilters()
