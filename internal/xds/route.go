@@ -213,7 +213,11 @@ func headerMatcher(name string, s *networking.StringMatch, invert bool) (*route.
 	if err != nil {
 		return nil, err
 	}
-	h := &route.HeaderMatcher{Name: strings.ToLower(name), InvertMatch: invert}
+	name = strings.ToLower(name)
+	if strings.HasPrefix(name, ":") && !pseudoHeaders[name] {
+		return nil, fmt.Errorf("header %q: only :method, :authority, :scheme and :path pseudo headers can be matched", name)
+	}
+	h := &route.HeaderMatcher{Name: name, InvertMatch: invert}
 	if sm == nil {
 		h.HeaderMatchSpecifier = &route.HeaderMatcher_PresentMatch{PresentMatch: true}
 	} else {
@@ -533,12 +537,15 @@ func headerOps(op *networking.Headers_HeaderOperations) ([]*core.HeaderValueOpti
 }
 
 // Envoy's retry_on names Istio accepts in retryOn.
+// (docs/xds.md lists what the proxy implements).
 var retryOnNames = map[string]bool{
-	"5xx": true, "gateway-error": true, "reset": true, "reset-before-request": true, "connect-failure": true,
-	"envoy-ratelimited": true, "retriable-4xx": true, "refused-stream": true, "retriable-status-codes": true,
-	"retriable-headers": true, "http3-post-connect-failure": true,
+	"5xx": true, "gateway-error": true, "reset": true, "connect-failure": true,
+	"retriable-4xx": true, "refused-stream": true, "retriable-status-codes": true,
 	"cancelled": true, "deadline-exceeded": true, "internal": true, "resource-exhausted": true, "unavailable": true,
 }
+
+// pseudoHeaders are the pseudo headers a route may match or hash on.
+var pseudoHeaders = map[string]bool{":method": true, ":authority": true, ":scheme": true, ":path": true}
 
 // retryPolicy follows Istio: no retries block means 2 attempts on
 // connection failures and 503; attempts 0 disables retries.
@@ -671,6 +678,9 @@ func corsConfig(c *networking.CorsPolicy) (*cors.CorsPolicy, error) {
 func hashPolicy(ch *networking.LoadBalancerSettings_ConsistentHashLB) *route.RouteAction_HashPolicy {
 	switch {
 	case ch.GetHttpHeaderName() != "":
+		if n := strings.ToLower(ch.GetHttpHeaderName()); strings.HasPrefix(n, ":") && (n == ":scheme" || !pseudoHeaders[n]) {
+			return nil
+		}
 		return &route.RouteAction_HashPolicy{PolicySpecifier: &route.RouteAction_HashPolicy_Header_{Header: &route.RouteAction_HashPolicy_Header{HeaderName: strings.ToLower(ch.GetHttpHeaderName())}}}
 	case ch.GetHttpCookie() != nil && ch.GetHttpCookie().GetName() != "":
 		c := ch.GetHttpCookie()

@@ -319,6 +319,8 @@ func TestHTTPRouteSkipped(t *testing.T) {
 		{Match: []*networking.HTTPMatchRequest{{Uri: sm("regex", "(unclosed")}}, Route: []*networking.HTTPRouteDestination{{Destination: dest("reviews", "v1", 0)}}},
 		{Delegate: &networking.Delegate{Name: "child", Namespace: "default"}},
 		{Match: []*networking.HTTPMatchRequest{{Uri: sm("prefix", "/")}}, Fault: &networking.HTTPFaultInjection{Abort: &networking.HTTPFaultInjection_Abort{ErrorType: &networking.HTTPFaultInjection_Abort_HttpStatus{HttpStatus: 99}}}, Route: []*networking.HTTPRouteDestination{{Destination: dest("reviews", "v1", 0)}}},
+		{Match: []*networking.HTTPMatchRequest{{Headers: map[string]*networking.StringMatch{":status": sm("exact", "200")}}}, Route: []*networking.HTTPRouteDestination{{Destination: dest("reviews", "v1", 0)}}},
+		{Match: []*networking.HTTPMatchRequest{{Uri: sm("prefix", "/r")}}, Retries: &networking.HTTPRetry{Attempts: 1, RetryOn: "5xx,bogus"}, Route: []*networking.HTTPRouteDestination{{Destination: dest("reviews", "v1", 0)}}},
 		{Route: []*networking.HTTPRouteDestination{{Destination: dest("reviews", "v2", 0)}}},
 	}}
 	routes, r := reviewsRoutes(t, vs, nil)
@@ -332,7 +334,7 @@ func TestHTTPRouteSkipped(t *testing.T) {
 		}
 	}
 	joined := strings.Join(reasons, "\n")
-	for _, want := range []string{"http[0]: invalid uri regex", "http[1]: delegate", "http[2]: fault abort httpStatus 99"} {
+	for _, want := range []string{"http[0]: invalid uri regex", "http[1]: delegate", "http[2]: fault abort httpStatus 99", `http[3]: header ":status"`, `http[4]: unknown retryOn "bogus"`} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("skipped reasons %q lack %q", joined, want)
 		}
