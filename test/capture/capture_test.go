@@ -167,7 +167,12 @@ func dial(t *testing.T, ns netns, uid, gid int, addr string) string {
 	t.Helper()
 	var c net.Conn
 	var err error
-	ns.in(t, uid, gid, func() { c, err = net.DialTimeout("tcp", addr, 5*time.Second) })
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if src, dst, ok := strings.Cut(addr, ">"); ok { // "source>destination"
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+		addr = dst
+	}
+	ns.in(t, uid, gid, func() { c, err = d.Dial("tcp", addr) })
 	if err != nil {
 		return "dial error: " + err.Error()
 	}
@@ -209,6 +214,11 @@ func TestCapture(t *testing.T) {
 	// Idempotent: a second run replaces the first (same tables, same rules).
 	install(t, pod, args...)
 	assertOneTablePerFamily(t, pod)
+	// The IPv6 inbound passthrough source is on lo (once).
+	out, err := exec.Command("ip", "-n", pod.name, "-6", "addr", "show", "dev", "lo").CombinedOutput()
+	if err != nil || strings.Count(string(out), "inet6 ::6/128") != 1 {
+		t.Fatalf("::6 on lo: %v\n%s", err, out)
+	}
 
 	captureListener(t, pod, 15001, "outbound")
 	captureListener(t, pod, 15006, "inbound")
@@ -238,6 +248,8 @@ func TestCapture(t *testing.T) {
 		{"proxy uid 1337 IPv6 is not captured", pod, 1337, 1337, "[" + clientIP6 + "]:80", "client6:80"},
 		{"127.0.0.1 is not captured", pod, 0, 0, "127.0.0.1:80", "pod-localhost"},
 		{"app to its own pod IP over lo is not captured", pod, 0, 0, podIP4 + ":8081", "pod-app-8081"},
+		{"proxy forwarding inbound from 127.0.0.6 is not captured", pod, 1337, 1337, "127.0.0.6>" + podIP4 + ":8081", "pod-app-8081"},
+		{"proxy forwarding inbound from ::6 is not captured", pod, 1337, 1337, "::6>[" + podIP6 + "]:8081", "pod-app-8081"},
 		{"proxy to its own pod IP goes to the inbound side", pod, 1337, 1337, podIP4 + ":8081", "inbound " + podIP4 + ":8081"},
 		{"inbound is captured with its original destination", client, 0, 0, podIP4 + ":8080", "inbound " + podIP4 + ":8080"},
 		{"inbound IPv6 is captured", client, 0, 0, "[" + podIP6 + "]:8080", "inbound [" + podIP6 + "]:8080"},

@@ -80,8 +80,8 @@ func (a *Agent) appHealth(w http.ResponseWriter, r *http.Request) {
 
 // probe sends the app's probe. The target is the probe's host or the pod
 // IP (as the kubelet would), else localhost. Towards the pod IP the
-// connection leaves from 127.0.0.6, which the capture rules never
-// redirect to the proxy's inbound side.
+// connection leaves from 127.0.0.6 (IPv6: ::6, which "proxy init" puts on
+// lo), which the capture rules never redirect to the proxy's inbound side.
 func (a *Agent) probe(ctx context.Context, g *HTTPGet, timeout time.Duration) (int, error) {
 	host := g.Host
 	if host == "" {
@@ -100,8 +100,13 @@ func (a *Agent) probe(ctx context.Context, g *HTTPGet, timeout time.Duration) (i
 	}
 	url := scheme + "://" + net.JoinHostPort(host, g.Port.String()) + path
 	dialer := &net.Dialer{Timeout: timeout}
-	if ip, err := netip.ParseAddr(host); err == nil && ip.Is4() && !ip.IsLoopback() && host == a.podIP {
-		dialer.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 6)}
+	if ip, err := netip.ParseAddr(host); err == nil && !ip.IsLoopback() && host == a.podIP {
+		// The inbound passthrough sources "proxy init" never captures.
+		if ip.Is4() {
+			dialer.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 6)}
+		} else {
+			dialer.LocalAddr = &net.TCPAddr{IP: net.ParseIP("::6")}
+		}
 	}
 	client := &http.Client{
 		Timeout: timeout,

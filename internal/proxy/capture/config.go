@@ -11,7 +11,7 @@
 // itself calls its own pod's address (the app calling its own service goes
 // through the proxy's inbound side, as in Istio); the proxy's inbound
 // forwarding must therefore reach the app at 127.0.0.1 or from source
-// 127.0.0.6, which is never captured.
+// 127.0.0.6 (IPv6: ::6, which Install adds to lo), never captured.
 //
 // Inbound (PREROUTING hook): TCP to the included ports ("*" = all) is
 // redirected to the inbound capture port (15006), except excluded ports and

@@ -13,12 +13,22 @@ import (
 )
 
 // Install programs the rules of c (both families) into the current network
-// namespace.
-func Install(c *Config) error { return install(c) }
+// namespace, and puts the IPv6 inbound passthrough address ::6 on lo.
+func Install(c *Config) error {
+	if err := install(c); err != nil {
+		return err
+	}
+	return addPassthroughAddr(0)
+}
 
-// InstallNetNS programs the rules of c into the network namespace open as
-// fd (e.g. /var/run/netns/<name>).
-func InstallNetNS(c *Config, fd int) error { return install(c, nftables.WithNetNSFd(fd)) }
+// InstallNetNS does what Install does in the network namespace open as fd
+// (e.g. /var/run/netns/<name>).
+func InstallNetNS(c *Config, fd int) error {
+	if err := install(c, nftables.WithNetNSFd(fd)); err != nil {
+		return err
+	}
+	return addPassthroughAddr(fd)
+}
 
 // Uninstall removes the tables Install created, if any, from the current
 // network namespace.
@@ -166,3 +176,7 @@ func prefixMask(bits, n int) []byte {
 	}
 	return m
 }
+
+func nativeEndianPutUint32(b []byte, v uint32) { copy(b, binaryutil.NativeEndian.PutUint32(v)) }
+
+func nativeEndianUint32(b []byte) uint32 { return binaryutil.NativeEndian.Uint32(b) }
