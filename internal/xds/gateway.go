@@ -37,6 +37,10 @@ func (g *gen) selectedServers() map[uint32][]gwServer {
 		if gw.Spec == nil || !labelsMatch(gw.Spec.GetSelector(), g.proxy.Labels) {
 			continue
 		}
+		if len(gw.Spec.GetSelector()) == 0 && gw.Namespace != g.proxy.Namespace {
+			// without a selector a Gateway only takes its own namespace's gateways
+			continue
+		}
 		for _, s := range gw.Spec.GetServers() {
 			if s.GetPort() == nil || s.GetPort().GetNumber() == 0 {
 				g.skip(string(model.KindGateway), gw.Namespace, gw.Name, "server without port")

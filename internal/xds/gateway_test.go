@@ -128,6 +128,11 @@ func TestGatewayScoping(t *testing.T) {
 				t.Errorf("no Gateway selects the proxy, got %d listeners", len(r.Listeners))
 			}
 		}},
+		{"empty selector stays in its namespace", func(push *model.PushContext, _ *model.Proxy) { push.Gateways[0].Spec.Selector = nil }, func(t *testing.T, r *Resources) {
+			if len(r.Listeners) != 0 {
+				t.Errorf("a selector-less Gateway in default must not configure a gateway in istio-system")
+			}
+		}},
 		{"credential only from the gateway's namespace", func(push *model.PushContext, p *model.Proxy) {
 			delete(push.Credentials, "istio-system/bookinfo-cred")
 		}, func(t *testing.T, r *Resources) {
