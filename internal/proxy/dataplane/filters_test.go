@@ -409,13 +409,21 @@ func testDrainFinishesInFlight(t *testing.T, engine Engine) {
 }
 
 func BenchmarkHTTPHotPath(b *testing.B) {
+	b.Run("test-engine", func(b *testing.B) { benchHTTP(b, testEngine{}) })
+	b.Run("default-engine", func(b *testing.B) { benchHTTP(b, DefaultEngine{}) })
+}
+
+// benchHTTP measures one request through a listener, the connection
+// manager with istio.stats and the engine to a loopback app (client, data
+// plane and app share the machine).
+func benchHTTP(b *testing.B, engine Engine) {
 	app := backend(b, "app")
 	port := freePort(b)
 	snap := newSnap()
 	snap.Clusters["app"] = staticCluster("app", app)
 	snap.Routes["r"] = routeTo("r", "app")
 	snap.Listeners["l"] = realListener("l", port, &listener.FilterChain{Filters: []*listener.Filter{hcmNetFilter(b, rds("r"), statsHTTPFilter(b, reporterInbound))}})
-	d := newDP(b, Options{Registry: prometheus.NewRegistry()})
+	d := newDP(b, Options{Engine: engine, Registry: prometheus.NewRegistry()})
 	if err := d.Apply(snap); err != nil {
 		b.Fatal(err)
 	}

@@ -222,7 +222,13 @@ func (st *state) discard(prev *state) {
 		h.closeTracer(0)
 	}
 	if st.upstreams != nil && (prev == nil || st.upstreams != prev.upstreams) {
-		st.upstreams.Release(nil)
+		// The previous set stays in use: release only what it does
+		// not share with the discarded one.
+		var keep Upstreams
+		if prev != nil {
+			keep = prev.upstreams
+		}
+		st.upstreams.Release(keep)
 	}
 }
 
