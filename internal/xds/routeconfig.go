@@ -63,7 +63,8 @@ func (g *gen) sidecarRouteConfig(port uint32) *route.RouteConfiguration {
 	vss := g.boundVS(MeshGateway)
 	for _, svc := range g.services {
 		p, ok := svc.PortByNumber(port)
-		if !ok || (!p.Protocol.IsHTTP() && p.Protocol != model.ProtocolUnsupported) || seenHost[svc.Hostname] {
+		if !ok || (!p.Protocol.IsHTTP() && p.Protocol != model.ProtocolUnsupported) || seenHost[svc.Hostname] ||
+			!g.scope.allowsPort(svc.Namespace, svc.Hostname, port) {
 			continue
 		}
 		seenHost[svc.Hostname] = true

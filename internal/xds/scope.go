@@ -36,15 +36,19 @@ func exported(exportTo, defaults []string, objNS, ns string) bool {
 	return false
 }
 
-// egressHost is one "namespace/host" entry of a Sidecar egress listener.
-type egressHost struct{ ns, host string }
+// egressHost is one "namespace/host" entry of a Sidecar egress listener;
+// port is the listener's port (0: every port).
+type egressHost struct {
+	ns, host string
+	port     uint32
+}
 
 func parseEgressHost(s string) (egressHost, bool) {
 	ns, host, ok := strings.Cut(s, "/")
 	if !ok || ns == "" || host == "" {
 		return egressHost{}, false
 	}
-	return egressHost{ns, host}, true
+	return egressHost{ns: ns, host: host}, true
 }
 
 // scope is what one proxy may see: Istio's exportTo and Sidecar rules.
@@ -116,6 +120,7 @@ func newScope(push *model.PushContext, proxy *model.Proxy) *scope {
 		for _, l := range sc.Spec.GetEgress() {
 			for _, h := range l.GetHosts() {
 				if eh, ok := parseEgressHost(h); ok {
+					eh.port = l.GetPort().GetNumber()
 					if eh.ns == "." {
 						// the proxy's namespace, also for the root
 						// namespace's mesh-wide default
@@ -131,11 +136,18 @@ func newScope(push *model.PushContext, proxy *model.Proxy) *scope {
 
 // allows reports whether the Sidecar egress lets the proxy see host (a
 // pattern) defined in namespace ns.
-func (s *scope) allows(ns, host string) bool {
+func (s *scope) allows(ns, host string) bool { return s.allowsPort(ns, host, 0) }
+
+// allowsPort is allows for one port: an egress listener with a port only
+// exposes its hosts on that port (port 0 asks about any port).
+func (s *scope) allowsPort(ns, host string, port uint32) bool {
 	if s.egress == nil {
 		return true
 	}
 	for _, e := range s.egress {
+		if port != 0 && e.port != 0 && e.port != port {
+			continue
+		}
 		if e.ns == "~" {
 			continue
 		}

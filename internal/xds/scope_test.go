@@ -169,3 +169,21 @@ func TestVirtualServiceExportTo(t *testing.T) {
 		}
 	}
 }
+
+func TestSidecarEgressPort(t *testing.T) {
+	push := bookinfo()
+	push.Sidecars = []model.Config[*networking.Sidecar]{cfg(model.KindSidecar, "default", "default", 1, &networking.Sidecar{
+		Egress: []*networking.IstioEgressListener{
+			{Port: &networking.SidecarPort{Number: 9090, Protocol: "GRPC", Name: "grpc"}, Hosts: []string{"./details.default.svc.cluster.local"}},
+			{Hosts: []string{"./reviews.default.svc.cluster.local"}},
+		},
+	})}
+	r := Generate(push, productpageProxy())
+	validateAll(t, r)
+	if rc := findRoute(r, "9090"); findVHost(rc, "details.default.svc.cluster.local:9090") == nil {
+		t.Errorf("details must be reachable on the egress listener's port 9090")
+	}
+	if rc := findRoute(r, "9080"); findVHost(rc, "details.default.svc.cluster.local:9080") != nil || findVHost(rc, reviewsHost+":9080") == nil {
+		t.Errorf("on 9080 only reviews is exposed")
+	}
+}

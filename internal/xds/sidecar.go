@@ -261,6 +261,9 @@ func (g *gen) buildOutbound(none bool) {
 	httpPorts := map[uint32]bool{}
 	for _, svc := range g.services {
 		for _, p := range svc.Ports {
+			if !g.scope.allowsPort(svc.Namespace, svc.Hostname, p.Port) {
+				continue
+			}
 			kind := kindOf(p.Protocol)
 			ip := bind
 			if !none && (kind == outTCP || kind == outSniff) && len(svc.Addresses) > 0 {
