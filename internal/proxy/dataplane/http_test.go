@@ -1,7 +1,11 @@
 package dataplane
 
 import (
+	"time"
+
 	"fmt"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"net/http"
 	"strings"
 	"sync"
@@ -106,6 +110,10 @@ func testConfigSwapUnderLoadLosesNothing(t *testing.T, engine Engine) {
 		}
 		s.Routes["80"] = routeTo("80", target)
 		hc := rds("80")
+		if i%4 == 3 {
+			// A protocol setting: the connection's server is replaced.
+			hc.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(time.Duration(i) * time.Minute)}
+		}
 		if i%3 == 2 {
 			// Change the listener's own config too, so connection
 			// managers are replaced while requests are in flight.

@@ -257,7 +257,15 @@ func (st *state) retire(next *state) {
 		if n := next.servers[k]; n != nil {
 			srv.next.Store(n)
 		}
+		// Stop keep-alive first: responses in flight now say
+		// "Connection: close" and idle connections close, while a
+		// connection whose first request is still on its way is served
+		// rather than dropped (net/http's Shutdown drops a request read
+		// after it started). Shut down after a grace period.
+		srv.ln.Close()
+		srv.srv.SetKeepAlivesEnabled(false)
 		go func() {
+			time.Sleep(replaceGrace)
 			ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 			defer cancel()
 			_ = srv.shutdown(ctx)
@@ -274,3 +282,7 @@ func (st *state) retire(next *state) {
 // drainTimeout bounds how long a replaced connection manager waits for its
 // in-flight requests before closing them.
 const drainTimeout = 30 * time.Second
+
+// replaceGrace is how long a replaced HTTP server keeps serving
+// connections it already accepted before it shuts down.
+const replaceGrace = 2 * time.Second
