@@ -385,3 +385,22 @@ func TestVirtualHostDomains(t *testing.T) {
 		})
 	}
 }
+
+func TestVirtualServiceHostOutsideRegistry(t *testing.T) {
+	push := bookinfo()
+	push.VirtualServices = append(push.VirtualServices, cfg(model.KindVirtualService, "default", "external", 9, &networking.VirtualService{
+		Hosts: []string{"api.partner.example"},
+		Http:  []*networking.HTTPRoute{{Route: []*networking.HTTPRouteDestination{{Destination: dest("httpbin.org", "", 80)}}}},
+	}))
+	r := Generate(push, productpageProxy())
+	validateAll(t, r)
+	for _, port := range []string{"80", "9080"} {
+		vh := findVHost(findRoute(r, port), "api.partner.example:"+port)
+		if vh == nil {
+			t.Fatalf("route %s: no virtual host for the VirtualService's external host", port)
+		}
+		if !slices.Equal(vh.Domains, []string{"api.partner.example", "api.partner.example:" + port}) || one(t, vh.Routes).GetRoute().GetCluster() != "outbound|80||httpbin.org" {
+			t.Errorf("route %s: virtual host = %v", port, vh)
+		}
+	}
+}

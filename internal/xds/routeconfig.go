@@ -94,8 +94,65 @@ func (g *gen) sidecarRouteConfig(port uint32) *route.RouteConfiguration {
 		}
 		rc.VirtualHosts = append(rc.VirtualHosts, vh)
 	}
+	// VirtualService hosts outside the registry (external names without a
+	// ServiceEntry) get their own virtual host on every HTTP port, like
+	// Istio does.
+	for _, vs := range vss {
+		for _, h := range g.hostsOf(vs) {
+			if h == "*" || seenHost[h] || g.coversService(h) || !g.scope.allowsPort(vs.Namespace, h, port) {
+				continue
+			}
+			seenHost[h] = true
+			var domains []string
+			for _, d := range []string{h, h + ":" + portStr(port)} {
+				if !used[d] {
+					used[d] = true
+					domains = append(domains, d)
+				}
+			}
+			if len(domains) == 0 {
+				continue
+			}
+			vh := &route.VirtualHost{Name: h + ":" + portStr(port), Domains: domains}
+			routed := false
+			g.guard(model.KindVirtualService, vs.Namespace, vs.Name, func() {
+				vh.Routes, routed = g.httpRoutes(vs, routeCtx{gateway: MeshGateway, port: port})
+			})
+			if !routed || len(vh.Routes) == 0 {
+				continue
+			}
+			if err := vh.ValidateAll(); err != nil {
+				g.skip(string(model.KindVirtualService), vs.Namespace, vs.Name, fmt.Sprintf("host %q: %v", h, err))
+				continue
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, vh)
+		}
+	}
 	rc.VirtualHosts = append(rc.VirtualHosts, g.catchAllVirtualHost(used))
 	return rc
+}
+
+// coversService reports whether a VirtualService host names or covers a
+// visible service.
+func (g *gen) coversService(host string) bool {
+	if !hasWildcard(host) {
+		return len(g.push.ServicesByHost(host)) > 0 && g.anyVisible(host)
+	}
+	for _, svc := range g.services {
+		if hostMatches(host, svc.Hostname) {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *gen) anyVisible(host string) bool {
+	for _, s := range g.push.ServicesByHost(host) {
+		if g.serviceVisible(s) {
+			return true
+		}
+	}
+	return false
 }
 
 // catchAllVirtualHost answers hosts outside the registry: passthrough with
