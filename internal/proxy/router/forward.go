@@ -213,6 +213,7 @@ func (x *exchange) forward(v *requestView) {
 	var attemptCancel context.CancelFunc = func() {}
 	defer func() { attemptCancel() }()
 	var perTryFired *atomic.Bool
+	var attemptStart time.Time
 	for attempt := 1; ; attempt++ {
 		x.info.Attempts = attempt
 		actx, acancel := context.WithCancel(ctx)
@@ -245,6 +246,7 @@ func (x *exchange) forward(v *requestView) {
 		}
 		out = out.WithContext(actx)
 		opts.Attempt, opts.PreviousHosts = attempt, prev
+		attemptStart = time.Now()
 		r, h, err := c.RoundTrip(out, opts)
 		if h != nil {
 			x.info.Host = h
@@ -257,8 +259,7 @@ func (x *exchange) forward(v *requestView) {
 			}
 			release, ok := c.AcquireRetry()
 			if !ok {
-				x.info.addFlag(FlagUpstreamOverflow)
-				return false
+				return false // max_retries circuit breaker is open
 			}
 			releases = append(releases, release)
 			return true
@@ -350,6 +351,7 @@ func (x *exchange) forward(v *requestView) {
 	if _, ok := resp.Header["Date"]; !ok {
 		out["Date"] = nil
 	}
+	out.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(time.Since(attemptStart).Milliseconds(), 10))
 	x.applyResponseMutations(out, wc)
 	x.writeHeader(resp.StatusCode)
 	if err := x.copyBody(resp); err != nil {

@@ -613,3 +613,115 @@ func TestTableSwapKeepsInFlightRequests(t *testing.T) {
 }
 
 func pct(n uint32) *typev3FractionalPercent { return &typev3FractionalPercent{Numerator: n} }
+
+func TestUpstreamResetMidStream(t *testing.T) {
+	b := backend(t, "b", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.Write([]byte("partial"))
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	})
+	p := newProxy(t, routeConfig(vhost("vh", []string{"*"}, toCluster("r", prefixMatch("/"), "c"))), buildSet(t, nil, staticCluster("c", addrOf(b))))
+	req, _ := http.NewRequest("GET", p.srv.URL+"/", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Fatal("the client saw a complete response although the upstream reset")
+	}
+	if info := p.lastInfo(t); !info.HasFlag(FlagUpstreamReset) {
+		t.Fatalf("flags %q", info.ResponseFlags)
+	}
+}
+
+func TestRetryOnReset(t *testing.T) {
+	var calls atomic.Int32
+	b := backend(t, "b", func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			conn, _, _ := http.NewResponseController(w).Hijack()
+			conn.Close() // reset before any response
+		}
+	})
+	vh := vhost("vh", []string{"*"}, toCluster("r", prefixMatch("/"), "c", func(ra *routev3.RouteAction) {
+		ra.RetryPolicy = &routev3.RetryPolicy{RetryOn: "reset", NumRetries: wrapperspb.UInt32(1)}
+	}), toCluster("plain", prefixMatch("/plain"), "c"))
+	vh.Routes[0], vh.Routes[1] = vh.Routes[1], vh.Routes[0]
+	p := newProxy(t, routeConfig(vh), buildSet(t, nil, staticCluster("c", addrOf(b))))
+	resp, _ := p.get(t, "svc", "/")
+	if info := p.lastInfo(t); resp.StatusCode != 200 || info.Attempts != 2 {
+		t.Fatalf("retry on reset: %d after %d attempts", resp.StatusCode, info.Attempts)
+	}
+	// A fresh proxy and connection: net/http itself replays idempotent
+	// requests that fail on a reused keep-alive connection.
+	calls.Store(0)
+	p = newProxy(t, routeConfig(vh), buildSet(t, nil, staticCluster("c", addrOf(b))))
+	resp, body := p.get(t, "svc", "/plain")
+	if info := p.lastInfo(t); resp.StatusCode != 503 || body != bodyReset || info.ResponseFlags != "UR" {
+		t.Fatalf("reset without retry: %d %q %q", resp.StatusCode, body, info.ResponseFlags)
+	}
+}
+
+func TestMaxStreamDuration(t *testing.T) {
+	b := backend(t, "b", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("start"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	vh := vhost("vh", []string{"*"}, toCluster("r", prefixMatch("/"), "c", func(ra *routev3.RouteAction) {
+		ra.Timeout = durationpb.New(0)
+		ra.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(100 * time.Millisecond)}
+	}))
+	p := newProxy(t, routeConfig(vh), buildSet(t, nil, staticCluster("c", addrOf(b))))
+	req, _ := http.NewRequest("GET", p.srv.URL+"/", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if info := p.lastInfo(t); !info.HasFlag(FlagStreamDuration) {
+		t.Fatalf("flags %q", info.ResponseFlags)
+	}
+}
+
+func TestOutlierEjectionThroughRouter(t *testing.T) {
+	var healthy atomic.Bool
+	good := backend(t, "good", nil)
+	bad := backend(t, "bad", func(w http.ResponseWriter, r *http.Request) {
+		if !healthy.Load() {
+			w.WriteHeader(503)
+		}
+	})
+	c := staticCluster("c", addrOf(good), addrOf(bad))
+	c.OutlierDetection = &clusterv3.OutlierDetection{
+		ConsecutiveGatewayFailure:          wrapperspb.UInt32(2),
+		EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(100),
+		Interval:                           durationpb.New(20 * time.Millisecond),
+		BaseEjectionTime:                   durationpb.New(200 * time.Millisecond),
+		MaxEjectionPercent:                 wrapperspb.UInt32(100),
+	}
+	p := newProxy(t, routeConfig(vhost("vh", []string{"*"}, toCluster("r", prefixMatch("/"), "c"))), buildSet(t, nil, c))
+	for range 4 {
+		p.get(t, "svc", "/")
+	}
+	for range 10 {
+		if resp, _ := p.get(t, "svc", "/"); resp.StatusCode != 200 {
+			t.Fatalf("ejected host still answers: %d from %s", resp.StatusCode, resp.Header.Get("X-Backend"))
+		}
+	}
+	healthy.Store(true)
+	time.Sleep(220 * time.Millisecond) // base_ejection_time
+	seen := map[string]bool{}
+	for range 4 {
+		resp, _ := p.get(t, "svc", "/")
+		seen[resp.Header.Get("X-Backend")] = true
+	}
+	if !seen["bad"] {
+		t.Fatal("ejected host did not return")
+	}
+}

@@ -9,9 +9,11 @@
 package upstream
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"sort"
 	"sync"
@@ -97,6 +99,7 @@ type clusterConfig struct {
 	idleTimeout    time.Duration
 	maxReqPerConn  uint32
 	network        string // tcp, tcp4 or tcp6
+	panicThreshold float64 // percent; 0: never panic
 	defaultSocket  *tlsSocket
 	socketMatches  []socketMatch
 	secretPrints   map[string][]byte // snapshot secrets the TLS config reads, serialized
@@ -140,6 +143,25 @@ func (s *Set) Names() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// ClusterInfo describes the named cluster; ok is false when it is unknown.
+func (s *Set) ClusterInfo(name string) (info ClusterInfo, ok bool) {
+	c := s.Get(name)
+	if c == nil {
+		return ClusterInfo{}, false
+	}
+	return c.info, true
+}
+
+// DialTCP connects to an endpoint of the named cluster (see
+// Cluster.DialTCP); originalDst is used by ORIGINAL_DST clusters.
+func (s *Set) DialTCP(ctx context.Context, cluster string, originalDst netip.AddrPort) (net.Conn, *Host, error) {
+	c := s.Get(cluster)
+	if c == nil {
+		return nil, nil, fmt.Errorf("%w: unknown cluster %q", ErrNoHealthyUpstream, cluster)
+	}
+	return c.DialTCP(ctx, RequestOptions{OriginalDst: originalDst, Attempt: 1})
 }
 
 // Name is the cluster name.
@@ -427,6 +449,17 @@ func parseCluster(msg *clusterv3.Cluster, snap *config.Snapshot, secrets config.
 		}
 	default:
 		return nil, fmt.Errorf("lb_policy %v is not supported", cfg.lbPolicy)
+	}
+	if cl := msg.GetCommonLbConfig(); cl != nil {
+		// Envoy's default is 50%, but docs/xds.md says the proxy skips
+		// unhealthy endpoints, so panic routing happens only when the
+		// control plane asks for it.
+		if p := cl.GetHealthyPanicThreshold(); p != nil {
+			cfg.panicThreshold = p.GetValue()
+		}
+		if cl.GetZoneAwareLbConfig() != nil || cl.GetConsistentHashingLbConfig() != nil || cl.GetOverrideHostStatus() != nil {
+			return nil, fmt.Errorf("common_lb_config: only healthy_panic_threshold and locality weights are supported")
+		}
 	}
 	if msg.GetLbSubsetConfig() != nil {
 		return nil, fmt.Errorf("lb_subset_config is not supported")

@@ -48,6 +48,10 @@ func (c *Cluster) pick(opts RequestOptions) (*Host, error) {
 			cands = append(cands, h)
 		}
 	}
+	// Panic mode: below healthy_panic_threshold, balance over every host.
+	if len(c.hosts) > 0 && 100*float64(len(cands))/float64(len(c.hosts)) < c.cfg.panicThreshold {
+		cands = append(cands[:0], c.hosts...)
+	}
 	if len(cands) == 0 {
 		return nil, ErrNoHealthyUpstream
 	}

@@ -19,6 +19,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -130,6 +131,14 @@ func TestUnhealthyEndpointsSkipped(t *testing.T) {
 	cl = mustBuild(t, snapshot(c), nil, nil).Get("c")
 	if _, _, err := get(t, cl, RequestOptions{}); !errors.Is(err, ErrNoHealthyUpstream) {
 		t.Fatalf("err = %v, want ErrNoHealthyUpstream", err)
+	}
+	// With a panic threshold, too few healthy hosts means all hosts serve.
+	c.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 50}}
+	cl = mustBuild(t, snapshot(c), nil, nil).Get("c")
+	if resp, _, err := get(t, cl, RequestOptions{}); err != nil {
+		t.Fatalf("panic mode: %v", err)
+	} else {
+		resp.Body.Close()
 	}
 }
 
@@ -791,4 +800,59 @@ type notifyConn struct {
 func (c *notifyConn) Close() error {
 	c.once.Do(func() { close(c.closed) })
 	return c.Conn.Close()
+}
+
+func TestDNSClusters(t *testing.T) {
+	b := backend(t, "dns", nil)
+	_, port, _ := net.SplitHostPort(addrOf(b))
+	for _, typ := range []clusterv3.Cluster_DiscoveryType{clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS} {
+		c := staticCluster("c", "127.0.0.1:"+port)
+		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: typ}
+		c.DnsLookupFamily = clusterv3.Cluster_V4_ONLY
+		c.LoadAssignment = cla("c", lbEndpoint("localhost:"+port, nil))
+		resp, h, err := get(t, mustBuild(t, snapshot(c), nil, nil).Get("c"), RequestOptions{})
+		if err != nil {
+			t.Fatalf("%v: %v", typ, err)
+		}
+		resp.Body.Close()
+		if h.Hostname != "localhost" || resp.Header.Get("X-Backend") != "dns" {
+			t.Fatalf("%v: host %+v", typ, h)
+		}
+	}
+}
+
+func TestReleaseClosesIdleConnectionsOfRemovedHosts(t *testing.T) {
+	var mu sync.Mutex
+	closed := map[string]int{}
+	newSrv := func(name string) *httptest.Server {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Header().Set("X-Backend", name) }))
+		srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+			if s == http.StateClosed {
+				mu.Lock()
+				closed[name]++
+				mu.Unlock()
+			}
+		}
+		srv.Start()
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	a, b := newSrv("a"), newSrv("b")
+	s1 := mustBuild(t, snapshot(staticCluster("c", addrOf(a), addrOf(b))), nil, nil)
+	for range 2 { // one keep-alive connection to each
+		resp, _, err := get(t, s1.Get("c"), RequestOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	s2 := mustBuild(t, snapshot(staticCluster("c", addrOf(a))), s1, nil)
+	s1.Release(s2)
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return closed["b"] == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	if closed["a"] != 0 {
+		t.Fatal("the connection of the surviving host was closed")
+	}
 }
