@@ -366,3 +366,50 @@ func TestReportInvalidDeduplicates(t *testing.T) {
 		t.Fatal("a new generation was not reported")
 	}
 }
+
+// A canary control plane sees the objects of its revision and unlabelled
+// ones; one relabelled to another revision leaves its snapshots.
+func TestRevisionFiltersConfigs(t *testing.T) {
+	gw := func(name, rev string) *networkingv1.Gateway {
+		g := gatewayObject()
+		g.Name = name
+		if rev != "" {
+			g.Labels = map[string]string{LabelRevision: rev}
+		}
+		return g
+	}
+	kube := fake.NewClientset()
+	ist := istiofake.NewSimpleClientset()
+	for _, g := range []*networkingv1.Gateway{gw("all", ""), gw("canary", "canary"), gw("stable", "default")} {
+		if _, err := ist.NetworkingV1().Gateways(g.Namespace).Create(context.Background(), g, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := New(Options{Kube: kube, Istio: ist, Namespace: "istio-system", Revision: "canary",
+		Recorder: record.NewFakeRecorder(10), Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "sync", c.HasSynced)
+	if got := names(c.Snapshot().Gateways); !reflect.DeepEqual(got, []string{"all", "canary"}) {
+		t.Fatalf("gateways %v", got)
+	}
+	g, _ := ist.NetworkingV1().Gateways("gw").Get(ctx, "canary", metav1.GetOptions{})
+	g.Labels[LabelRevision] = "default"
+	if _, err := ist.NetworkingV1().Gateways("gw").Update(ctx, g, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the relabelled gateway gone", func() bool { return reflect.DeepEqual(names(c.Snapshot().Gateways), []string{"all"}) })
+}
+
+func names[T any](cfgs []model.Config[T]) []string {
+	var out []string
+	for _, c := range cfgs {
+		out = append(out, c.Name)
+	}
+	return out
+}

@@ -316,3 +316,24 @@ func TestStripPod(t *testing.T) {
 		t.Errorf("pod info %+v", p)
 	}
 }
+
+func TestInRevision(t *testing.T) {
+	tests := []struct {
+		labels map[string]string
+		rev    string
+		want   bool
+	}{
+		{nil, "", true},
+		{nil, "canary", true},
+		{map[string]string{LabelRevision: "canary"}, "canary", true},
+		{map[string]string{LabelRevision: "canary"}, "", false},
+		{map[string]string{LabelRevision: "default"}, "", true},
+		{map[string]string{LabelRevision: ""}, "default", true},
+		{map[string]string{LabelRevision: "default"}, "canary", false},
+	}
+	for _, tt := range tests {
+		if got := inRevision(tt.labels, tt.rev); got != tt.want {
+			t.Errorf("inRevision(%v, %q) = %v, want %v", tt.labels, tt.rev, got, tt.want)
+		}
+	}
+}

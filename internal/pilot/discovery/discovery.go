@@ -63,7 +63,8 @@ type Options struct {
 	// Namespace is the control plane's namespace; the root namespace
 	// unless Mesh.RootNamespace says otherwise.
 	Namespace string
-	// Revision of the control plane (informational).
+	// Revision of the control plane: Istio objects labelled istio.io/rev
+	// with another revision are ignored ("" is the default revision).
 	Revision string
 	// DomainSuffix is the cluster domain. Default "cluster.local".
 	DomainSuffix string

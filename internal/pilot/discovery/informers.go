@@ -220,6 +220,26 @@ func meta(kind model.Kind, o metav1.Object) model.Meta {
 	}
 }
 
+// LabelRevision binds an Istio object to one control plane revision.
+const LabelRevision = "istio.io/rev"
+
+// inRevision reports whether an Istio object belongs to the control plane
+// revision rev: objects without the istio.io/rev label belong to every
+// revision; "default" and "" name the default revision.
+func inRevision(labels map[string]string, rev string) bool {
+	r, ok := labels[LabelRevision]
+	if !ok {
+		return true
+	}
+	norm := func(s string) string {
+		if s == "" {
+			return "default"
+		}
+		return s
+	}
+	return norm(r) == norm(rev)
+}
+
 // watchIstio registers an Istio kind; conv turns an object into its
 // model.Config.
 func watchIstio[O metav1.Object](c *Controller, kind model.Kind, inf cache.SharedIndexInformer, conv func(O) any) error {
@@ -228,6 +248,11 @@ func watchIstio[O metav1.Object](c *Controller, kind model.Kind, inf cache.Share
 		o, ok := obj.(O)
 		if !ok {
 			return
+		}
+		// Objects of another control plane revision are not ours: one
+		// relabelled away is deleted from our view.
+		if !deleted && !inRevision(o.GetLabels(), c.opts.Revision) {
+			deleted = true
 		}
 		c.update(func(ix *index) {
 			if deleted {
