@@ -193,7 +193,7 @@ func (x *exchange) forward(v *requestView) {
 	if x.r.ProtoMajor == 1 && hasBody {
 		_ = http.NewResponseController(x.w).EnableFullDuplex()
 	}
-	x.mirror(ctx, ra, hdr, host, u, body)
+	x.mirror(ctx, set, ra, hdr, host, u, body)
 
 	var (
 		prev     []*upstream.Host
@@ -518,11 +518,10 @@ func parseGRPCTimeout(s string) (time.Duration, bool) {
 // mirror sends fire-and-forget copies to the mirror clusters, with the
 // authority suffixed "-shadow". A body larger than the buffer limit is
 // not mirrored.
-func (x *exchange) mirror(ctx context.Context, ra *routeAction, hdr http.Header, host string, u *url.URL, body *replayBody) {
+func (x *exchange) mirror(ctx context.Context, set *upstream.Set, ra *routeAction, hdr http.Header, host string, u *url.URL, body *replayBody) {
 	if len(ra.mirrors) == 0 {
 		return
 	}
-	set := x.h.opts.Upstreams()
 	for _, m := range ra.mirrors {
 		if !x.h.chance(m.numerator, m.denominator) {
 			continue

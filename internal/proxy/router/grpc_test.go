@@ -80,7 +80,6 @@ func TestGRPCThroughRouter(t *testing.T) {
 	h2c := http2Cluster(staticCluster("h2c", plainAddr))
 	withTLS := http2Cluster(staticCluster("tls", tlsAddr))
 	sock, err := anyOfErr(&tlsv3.UpstreamTlsContext{Sni: "grpc.test", CommonTlsContext: &tlsv3.CommonTlsContext{
-		AlpnProtocols: []string{"h2"},
 		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: certPEM}},
 		}},

@@ -15,7 +15,8 @@ import (
 // pool holds the connections to one host: an HTTP/1.1 keep-alive pool and
 // an HTTP/2 (TLS or h2c) connection pool, created on first use.
 type pool struct {
-	dial func(ctx context.Context) (net.Conn, error)
+	dial   func(ctx context.Context) (net.Conn, error)
+	dialH2 func(ctx context.Context) (net.Conn, error)
 
 	h1once sync.Once
 	h1     *http.Transport
@@ -36,6 +37,16 @@ func newPool(cfg *clusterConfig, cs *clusterState, addr string, sock *tlsSocket)
 	p := &pool{cfg: cfg}
 	p.dial = func(ctx context.Context) (net.Conn, error) {
 		return dialHost(ctx, cfg, cs, addr, sock)
+	}
+	p.dialH2 = p.dial
+	if sock != nil && len(sock.alpn) == 0 {
+		// Like Envoy, an HTTP/2 connection over TLS without configured
+		// ALPN offers "h2" (gRPC servers require it).
+		h2 := *sock
+		h2.alpn = []string{"h2"}
+		p.dialH2 = func(ctx context.Context) (net.Conn, error) {
+			return dialHost(ctx, cfg, cs, addr, &h2)
+		}
 	}
 	return p
 }
@@ -120,7 +131,7 @@ func (p *pool) http2() *http2.Transport {
 		p.h2 = &http2.Transport{
 			AllowHTTP: true,
 			DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
-				return p.dial(ctx)
+				return p.dialH2(ctx)
 			},
 			DisableCompression: true,
 			IdleConnTimeout:    p.cfg.idleTimeout,
