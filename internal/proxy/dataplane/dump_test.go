@@ -1,7 +1,11 @@
 package dataplane
 
 import (
+	"fmt"
+	"net/http"
+
 	"encoding/json"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	"strings"
 	"testing"
 
@@ -61,4 +65,28 @@ func TestUnknownHTTPFilters(t *testing.T) {
 	if err := d.Apply(snap); err != nil {
 		t.Fatalf("optional unknown filter: %v", err)
 	}
+}
+
+func TestForwardedFor(t *testing.T) {
+	forEngines(t, func(t *testing.T, engine Engine) {
+		app := backend(t, "app")
+		port := freePort(t)
+		hc := rds("80")
+		hc.UseRemoteAddress = wrapperspb.Bool(true)
+		snap := newSnap()
+		snap.Clusters["a"] = staticCluster("a", app)
+		snap.Routes["80"] = routeTo("80", "a")
+		snap.Listeners["gw"] = realListener("gw", port, &listener.FilterChain{Filters: []*listener.Filter{hcmNetFilter(t, hc)}})
+		d := newDP(t, Options{Engine: engine})
+		if err := d.Apply(snap); err != nil {
+			t.Fatal(err)
+		}
+		resp, _ := get(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", port), "X-Forwarded-For", "203.0.113.9")
+		if got := resp.Header.Get("Echo-X-Forwarded-For"); got != "203.0.113.9, 127.0.0.1" {
+			t.Errorf("x-forwarded-for = %q", got)
+		}
+		if got := resp.Header.Get("Echo-X-Forwarded-Proto"); got != "http" {
+			t.Errorf("x-forwarded-proto = %q", got)
+		}
+	})
 }

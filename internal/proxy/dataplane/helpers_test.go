@@ -154,6 +154,7 @@ func (testEngine) NewHandler(routes func() Routes, ups func() Upstreams, _ *slog
 						pr.Out.URL.Scheme, pr.Out.URL.Host = "http", addr
 						pr.Out.Host = r.Host
 						pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+						pr.Out.Header["X-Forwarded-Proto"] = pr.In.Header["X-Forwarded-Proto"]
 					},
 					ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 						ri.ResponseFlags = "UF"
@@ -318,7 +319,7 @@ func backend(t testing.TB, name string) string {
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Backend", name)
-		for _, h := range []string{"X-Forwarded-Client-Cert", "X-Envoy-Peer-Metadata", "Traceparent", "X-B3-Traceid", "X-Jwt-Sub", "Authorization", "X-Request-Id"} {
+		for _, h := range []string{"X-Forwarded-Client-Cert", "X-Envoy-Peer-Metadata", "Traceparent", "X-B3-Traceid", "X-Jwt-Sub", "Authorization", "X-Request-Id", "X-Forwarded-For", "X-Forwarded-Proto"} {
 			if v := r.Header.Get(h); v != "" {
 				w.Header().Set("Echo-"+h, v)
 			}

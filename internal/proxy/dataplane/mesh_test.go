@@ -15,6 +15,8 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mizzen-mesh/mizzen/internal/proxy/config"
 )
 
@@ -59,7 +61,8 @@ func TestMutualTLSBetweenTwoDataplanes(t *testing.T) {
 		Principals: []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{
 			PrincipalName: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: clientID}}}}}},
 	}}}}
-	server := newDP(t, Options{Engine: upstreamEngine{}, Secrets: &testSecrets{cert: serverCert, pool: ca.pool}, Node: testNode("db", "default")})
+	reg := prometheus.NewRegistry()
+	server := newDP(t, Options{Engine: upstreamEngine{}, Registry: reg, Secrets: &testSecrets{cert: serverCert, pool: ca.pool}, Node: testNode("db", "default")})
 	in := newSnap()
 	in.Clusters["inbound|9000||"] = staticCluster("inbound|9000||", echo)
 	in.Listeners["in"] = realListener("in", inPort, &listener.FilterChain{
@@ -67,6 +70,7 @@ func TestMutualTLSBetweenTwoDataplanes(t *testing.T) {
 		TransportSocket:  tlsSocketOf(t, istioMutual()),
 		Filters: []*listener.Filter{
 			{Name: netRBACFilter, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(t, allowApp)}},
+			statsNetFilter(t, reporterInbound),
 			tcpNetFilter(t, "inbound|9000||"),
 		},
 	})
@@ -113,6 +117,35 @@ func TestMutualTLSBetweenTwoDataplanes(t *testing.T) {
 				t.Fatalf("network RBAC let %q through", b)
 			}
 		})
+	}
+	// The inbound side labels TCP metrics with the peer's identity.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var found map[string]string
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() != "istio_tcp_connections_closed_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				l := map[string]string{}
+				for _, lp := range m.GetLabel() {
+					l[lp.GetName()] = lp.GetValue()
+				}
+				found = l
+			}
+		}
+		if found != nil {
+			if found["reporter"] != "destination" || found["source_principal"] != clientID || found["source_workload_namespace"] != "default" ||
+				found["connection_security_policy"] != "mutual_tls" || found["destination_principal"] != serverID || found["request_protocol"] != "tcp" {
+				t.Errorf("inbound tcp labels %v", found)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no istio_tcp_connections_closed_total from the inbound side")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	// Plaintext straight to the STRICT inbound listener is refused.
 	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", inPort))
