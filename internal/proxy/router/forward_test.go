@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,8 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/mizzen-mesh/mizzen/internal/proxy/upstream"
 )
 
 // echo reports what the upstream received.
@@ -723,5 +727,23 @@ func TestOutlierEjectionThroughRouter(t *testing.T) {
 	}
 	if !seen["bad"] {
 		t.Fatal("ejected host did not return")
+	}
+}
+
+func TestPassthroughToOriginalDst(t *testing.T) {
+	b := backend(t, "orig", nil)
+	pass := &clusterv3.Cluster{Name: "PassthroughCluster", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}, LbPolicy: clusterv3.Cluster_CLUSTER_PROVIDED}
+	table, err := Compile(routeConfig(vhost("allow_any", []string{"*"}, toCluster("allow_any", prefixMatch("/"), "PassthroughCluster"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := buildSet(t, nil, pass)
+	h := NewHandler(func() *Table { return table }, Options{Upstreams: func() *upstream.Set { return set }})
+	req := httptest.NewRequest("GET", "http://external.example/", nil)
+	req = req.WithContext(WithOriginalDst(req.Context(), netip.MustParseAddrPort(addrOf(b))))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 200 || rec.Header().Get("X-Backend") != "orig" {
+		t.Fatalf("%d from %q", rec.Code, rec.Header().Get("X-Backend"))
 	}
 }

@@ -36,8 +36,9 @@ type Options struct {
 	// mirrors (DefaultMaxBufferBytes when 0).
 	MaxBufferBytes int
 	// OriginalDst returns the original destination of a captured
-	// connection, for ORIGINAL_DST clusters; by default the local address
-	// of the downstream connection.
+	// connection, for ORIGINAL_DST clusters; by default the address
+	// recorded with WithOriginalDst, else the local address of the
+	// downstream connection.
 	OriginalDst func(*http.Request) netip.AddrPort
 }
 
@@ -74,7 +75,20 @@ func NewHandler(routes func() *Table, opts Options) http.Handler {
 	return &handler{routes: routes, opts: opts, log: log}
 }
 
+type origDstKey struct{}
+
+// WithOriginalDst records the original destination of the downstream
+// connection (traffic captured by REDIRECT), which ORIGINAL_DST clusters
+// such as PassthroughCluster connect to. Without it the router uses the
+// local address of the downstream connection.
+func WithOriginalDst(ctx context.Context, dst netip.AddrPort) context.Context {
+	return context.WithValue(ctx, origDstKey{}, dst)
+}
+
 func localAddr(r *http.Request) netip.AddrPort {
+	if dst, ok := r.Context().Value(origDstKey{}).(netip.AddrPort); ok && dst.IsValid() {
+		return dst
+	}
 	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
 			return ap
