@@ -162,7 +162,9 @@ func (ix *index) setSlice(key string, si *sliceInfo) string {
 }
 
 // setPod records a pod (nil deletes it); it returns whether anything
-// discovery uses changed and the Services whose endpoints it backs.
+// discovery uses changed and the hostnames whose endpoints it changes: the
+// Services whose slices name it, and the ServiceEntries whose workload
+// selector matches it (before or after the change).
 func (ix *index) setPod(key string, p *podInfo) (bool, []string) {
 	old := ix.pods[key]
 	if p == nil {
@@ -174,16 +176,32 @@ func (ix *index) setPod(key string, p *podInfo) (bool, []string) {
 		ix.pods[key] = p
 	}
 	ix.dirtyPods = true
-	var svcs []string
+	hosts := map[string]bool{}
 	for s := range ix.podSvcs[key] {
 		ix.dirtyEndpoints[s] = true
-		svcs = append(svcs, s)
+		if svc := ix.services[s]; svc != nil {
+			hosts[svc.Hostname] = true
+		}
 	}
 	if p == nil {
 		delete(ix.podSvcs, key)
 	}
-	sort.Strings(svcs)
-	return true, svcs
+	for _, se := range ix.seServices {
+		if se.Selector == nil {
+			continue
+		}
+		for _, pod := range []*podInfo{old, p} {
+			if pod != nil && pod.Namespace == se.Namespace && selects(se.Selector, pod.Labels) {
+				hosts[se.Hostname] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(hosts))
+	for h := range hosts {
+		out = append(out, h)
+	}
+	sort.Strings(out)
+	return true, out
 }
 
 // setConfig records an Istio object (nil deletes it).

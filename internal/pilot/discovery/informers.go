@@ -99,16 +99,12 @@ func (c *Controller) registerKube() error {
 			p = newPodInfo(pod)
 		}
 		var changed bool
-		var svcs []string
-		c.update(func(ix *index) { changed, svcs = ix.setPod(key(pod), p) })
+		var hosts []string
+		c.update(func(ix *index) { changed, hosts = ix.setPod(key(pod), p) })
 		if !changed {
 			return
 		}
-		ch := Change{Kind: KindPod, Namespace: pod.Namespace, Name: pod.Name, EndpointsOnly: true}
-		for _, s := range svcs {
-			ch.Hostnames = append(ch.Hostnames, c.serviceHostname(s))
-		}
-		c.notify(ch)
+		c.notify(Change{Kind: KindPod, Namespace: pod.Namespace, Name: pod.Name, EndpointsOnly: true, Hostnames: hosts})
 	}
 	if err := c.watch(f.Core().V1().Pods().Informer(), func(obj any) (any, error) {
 		if pod, ok := obj.(*corev1.Pod); ok {
