@@ -371,7 +371,7 @@ func sameResources(a, b *Resources) bool {
 func TestGenerateRandomInputs(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	n := 300
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		n = 30
 	}
 	for i := 0; i < n; i++ {
