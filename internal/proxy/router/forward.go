@@ -354,6 +354,10 @@ func (x *exchange) forward(v *requestView) {
 	out.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(time.Since(attemptStart).Milliseconds(), 10))
 	x.applyResponseMutations(out, wc)
 	x.writeHeader(resp.StatusCode)
+	if resp.ContentLength == -1 {
+		// Streams (gRPC, server-sent events) get their headers now.
+		_ = http.NewResponseController(x.w).Flush()
+	}
 	if err := x.copyBody(resp); err != nil {
 		switch {
 		case timedOut.Load(), perTryFired.Load():

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
@@ -170,10 +169,11 @@ func (x *exchange) serve() {
 	if cors == nil {
 		cors = x.vh.filters.cors
 	}
-	if cors != nil && x.handleCORS(cors) {
+	// The HTTP filter order of docs/xds.md: fault, then CORS.
+	if fault != nil && x.handleFault(fault, v) {
 		return
 	}
-	if fault != nil && x.handleFault(fault, v) {
+	if cors != nil && x.handleCORS(cors) {
 		return
 	}
 	switch x.rt.kind {
@@ -476,5 +476,3 @@ func newRequestID() string {
 	hex.Encode(out[24:], b[10:])
 	return string(out[:])
 }
-
-var _ = fmt.Sprintf
