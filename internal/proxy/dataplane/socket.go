@@ -85,17 +85,20 @@ func (d *Dataplane) handle(sock netip.AddrPort, c net.Conn) {
 		start:    time.Now(),
 	}
 	info.dst = info.local
-	if l.useOriginalDst {
+	if l.restoreDst {
 		od, err := d.opts.OriginalDst(c)
-		if err == nil {
+		switch {
+		case err != nil:
+			d.log.Debug("no original destination", "listener", l.name, "error", err)
+		case l.useOriginalDst:
 			info.dst = od
 			if t := st.byAddr[od]; t != nil && t != l {
 				l = t
 			} else if t := st.byAddr[netip.AddrPortFrom(netip.IPv4Unspecified(), od.Port())]; t != nil && t != l {
 				l = t
 			}
-		} else {
-			d.log.Debug("no original destination", "listener", l.name, "error", err)
+		default:
+			info.dst = od
 		}
 		info.listener = l.name
 	}

@@ -34,9 +34,14 @@ type listenerRT struct {
 	name           string
 	addr           netip.AddrPort // as configured
 	useOriginalDst bool
-	chains         []*chainRT
-	defaultChain   *chainRT
-	peek           peekNeeds
+	// restoreDst: read the connection's original destination (captured
+	// traffic) for chain matching: use_original_dst, the original_dst
+	// listener filter, or an INBOUND listener (virtualInbound), which
+	// matches chains by the workload's port.
+	restoreDst   bool
+	chains       []*chainRT
+	defaultChain *chainRT
+	peek         peekNeeds
 }
 
 func keys[V any](m map[string]V) []string {
@@ -164,6 +169,12 @@ func (d *Dataplane) buildListener(st, prev *state, l *listener.Listener) (*liste
 		name:           l.GetName(),
 		addr:           addr,
 		useOriginalDst: l.GetUseOriginalDst().GetValue(),
+	}
+	lrt.restoreDst = lrt.useOriginalDst || l.GetTrafficDirection() == core.TrafficDirection_INBOUND
+	for _, f := range l.GetListenerFilters() {
+		if f.GetName() == "envoy.filters.listener.original_dst" {
+			lrt.restoreDst = true
+		}
 	}
 	for i, fc := range l.GetFilterChains() {
 		c, err := d.buildChain(st, prev, l.GetName(), i, fc)

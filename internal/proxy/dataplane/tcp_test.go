@@ -185,3 +185,45 @@ func TestAccessLog(t *testing.T) {
 		t.Fatalf("unknown operator: %v", err)
 	}
 }
+
+// TestVirtualInboundMatchesOriginalPort: captured inbound connections
+// arrive on one socket and pick the chain of the workload port they were
+// sent to.
+func TestVirtualInboundMatchesOriginalPort(t *testing.T) {
+	echo := echoServer(t)
+	port := freePort(t)
+	var origFor sync.Map
+	d := newDP(t, Options{OriginalDst: func(c net.Conn) (netip.AddrPort, error) {
+		od, ok := origFor.Load(c.RemoteAddr().String())
+		if !ok {
+			return netip.AddrPort{}, fmt.Errorf("not captured")
+		}
+		return od.(netip.AddrPort), nil
+	}})
+	snap := newSnap()
+	snap.Clusters["inbound|9000||"] = staticCluster("inbound|9000||", echo)
+	vi := realListener("virtualInbound", port,
+		&listener.FilterChain{FilterChainMatch: &listener.FilterChainMatch{DestinationPort: wrapperspb.UInt32(9000)}, Filters: []*listener.Filter{tcpNetFilter(t, "inbound|9000||")}},
+	)
+	vi.TrafficDirection = core.TrafficDirection_INBOUND
+	snap.Listeners["virtualInbound"] = vi
+	if err := d.Apply(snap); err != nil {
+		t.Fatal(err)
+	}
+	c := dialLater(t, port, &origFor, netip.MustParseAddrPort("10.1.2.3:9000"))
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "in")
+	b := make([]byte, 2)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "in" {
+		t.Fatalf("port 9000 chain: %q %v", b, err)
+	}
+	// Sent to a port without a chain: closed.
+	c2 := dialLater(t, port, &origFor, netip.MustParseAddrPort("10.1.2.3:9999"))
+	defer c2.Close()
+	c2.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c2, "x")
+	if _, err := c2.Read(b); err == nil {
+		t.Fatal("connection to an unknown port was served")
+	}
+}
