@@ -401,3 +401,27 @@ func TestGenerateRandomInputs(t *testing.T) {
 		}
 	}
 }
+
+func TestGenerateEmptyInputs(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		push  *model.PushContext
+		proxy *model.Proxy
+	}{
+		{"nil push and proxy", nil, nil},
+		{"empty push", &model.PushContext{}, productpageProxy()},
+		{"empty gateway", &model.PushContext{}, ingressProxy()},
+		{"empty proxy", bookinfo(), &model.Proxy{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Generate(tc.push, tc.proxy)
+			validateAll(t, r)
+			for _, s := range r.Skipped {
+				if s.Kind == "Proxy" {
+					t.Errorf("translation failed: %v", s)
+				}
+			}
+			_ = GenerateEndpoints(tc.push, tc.proxy, []string{"outbound|9080||reviews.default.svc.cluster.local"})
+		})
+	}
+}

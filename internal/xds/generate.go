@@ -58,15 +58,15 @@ func Generate(push *model.PushContext, proxy *model.Proxy) (res *Resources) {
 	g := newGen(push, proxy)
 	defer func() {
 		if r := recover(); r != nil {
-			g.skip("Proxy", proxy.Namespace, proxy.ID, fmt.Sprintf("translation failed: %v", r))
+			g.skip("Proxy", g.proxy.Namespace, g.proxy.ID, fmt.Sprintf("translation failed: %v", r))
 			res = g.resources()
 		}
 	}()
-	for _, s := range hooks.Skipped(push, proxy) {
+	for _, s := range hooks.Skipped(g.push, g.proxy) {
 		g.skipped[s] = true
 	}
 	g.buildClusters()
-	if proxy.Type == model.Router {
+	if g.proxy.Type == model.Router {
 		g.buildGateway()
 	} else {
 		g.buildSidecarListeners()
