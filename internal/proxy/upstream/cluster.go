@@ -98,7 +98,7 @@ type clusterConfig struct {
 	protocol       Protocol
 	idleTimeout    time.Duration
 	maxReqPerConn  uint32
-	network        string // tcp, tcp4 or tcp6
+	network        string  // tcp, tcp4 or tcp6
 	panicThreshold float64 // percent; 0: never panic
 	defaultSocket  *tlsSocket
 	socketMatches  []socketMatch

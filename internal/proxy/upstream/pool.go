@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -82,8 +83,9 @@ func connectError(ctx context.Context, addr string, err error) error {
 
 type countedConn struct {
 	net.Conn
-	cs   *clusterState
-	once sync.Once
+	cs       *clusterState
+	once     sync.Once
+	requests atomic.Int64 // HTTP/1.1 requests sent on the connection
 }
 
 func (c *countedConn) Close() error {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"sync"
 
@@ -61,6 +62,19 @@ func (c *Cluster) RoundTrip(req *http.Request, opts RequestOptions) (*http.Respo
 		rt = h.state.pool.http2()
 	} else {
 		rt = h.state.pool.http1()
+		if n := int64(c.cfg.maxReqPerConn); n > 1 {
+			// max_requests_per_connection: the n-th request on a
+			// connection asks to close it.
+			out.Header = out.Header.Clone()
+			hdr := out.Header
+			out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
+				GotConn: func(info httptrace.GotConnInfo) {
+					if cc, ok := info.Conn.(*countedConn); ok && cc.requests.Add(1) >= n {
+						hdr.Set("Connection", "close")
+					}
+				},
+			}))
+		}
 	}
 	resp, err := rt.RoundTrip(out)
 	if err != nil {

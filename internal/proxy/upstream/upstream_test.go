@@ -526,6 +526,37 @@ func TestProtocols(t *testing.T) {
 			t.Fatalf("%d connections for 5 sequential requests", conns)
 		}
 	})
+	t.Run("max_requests_per_connection", func(t *testing.T) {
+		var mu sync.Mutex
+		conns := 0
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(proto))
+		srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				mu.Lock()
+				conns++
+				mu.Unlock()
+			}
+		}
+		srv.Start()
+		defer srv.Close()
+		c := staticCluster("c", addrOf(srv))
+		a, _ := anypb.New(&httpv3.HttpProtocolOptions{CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{MaxRequestsPerConnection: wrapperspb.UInt32(2)}})
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOptionsName: a}
+		cl := mustBuild(t, snapshot(c), nil, nil).Get("c")
+		for range 6 {
+			resp, _, err := get(t, cl, RequestOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if conns != 3 {
+			t.Fatalf("%d connections for 6 requests at 2 per connection", conns)
+		}
+	})
 	t.Run("use downstream protocol", func(t *testing.T) {
 		c := staticCluster("c", addrOf(h2cSrv))
 		c.TypedExtensionProtocolOptions = http2Options(t, true)
