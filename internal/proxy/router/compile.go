@@ -40,13 +40,16 @@ type wildcardHost struct {
 }
 
 type virtualHost struct {
-	name       string
-	routes     []*route
-	reqHeaders headerMutation
-	resHeaders headerMutation
-	filters    filterConfigs
-	retry      *retryPolicy
-	mirrors    []mirrorPolicy
+	name string
+	// attemptCountInResponse: include_attempt_count_in_response.
+	attemptCountInResponse bool
+	bufferLimit            int // 0: the handler's default
+	routes                 []*route
+	reqHeaders             headerMutation
+	resHeaders             headerMutation
+	filters                filterConfigs
+	retry                  *retryPolicy
+	mirrors                []mirrorPolicy
 }
 
 // filterConfigs are the typed_per_filter_config this router implements.
@@ -75,6 +78,9 @@ type route struct {
 	resHeaders headerMutation
 	filters    filterConfigs
 	operation  string
+	// bufferLimit is the route's request body buffer limit (0: the
+	// virtual host's).
+	bufferLimit int
 }
 
 type routeAction struct {
@@ -200,6 +206,13 @@ func Compile(rc *routev3.RouteConfiguration) (*Table, error) {
 	return t, nil
 }
 
+func bufferLimit(old interface{ GetValue() uint32 }, cur interface{ GetValue() uint64 }) int {
+	if v := cur.GetValue(); v > 0 {
+		return int(min(v, 1<<30))
+	}
+	return int(old.GetValue())
+}
+
 func dupWildcard(ws []wildcardHost, affix string) bool {
 	for _, w := range ws {
 		if w.affix == affix {
@@ -267,7 +280,7 @@ func compileVirtualHost(v *routev3.VirtualHost) (*virtualHost, error) {
 	case v.GetRetryPolicyTypedConfig() != nil:
 		return nil, fmt.Errorf("retry_policy_typed_config is not supported")
 	}
-	vh := &virtualHost{name: v.GetName()}
+	vh := &virtualHost{name: v.GetName(), attemptCountInResponse: v.GetIncludeAttemptCountInResponse(), bufferLimit: bufferLimit(v.GetPerRequestBufferLimitBytes(), v.GetRequestBodyBufferLimit())}
 	var err error
 	if vh.reqHeaders, err = compileMutation(v.GetRequestHeadersToAdd(), v.GetRequestHeadersToRemove()); err != nil {
 		return nil, fmt.Errorf("request headers: %w", err)
@@ -301,7 +314,7 @@ func compileVirtualHost(v *routev3.VirtualHost) (*virtualHost, error) {
 }
 
 func compileRoute(r *routev3.Route, vh *virtualHost) (*route, error) {
-	rt := &route{name: r.GetName(), vh: vh, operation: r.GetDecorator().GetOperation()}
+	rt := &route{name: r.GetName(), vh: vh, operation: r.GetDecorator().GetOperation(), bufferLimit: bufferLimit(r.GetPerRequestBufferLimitBytes(), r.GetRequestBodyBufferLimit())}
 	var err error
 	if rt.match, err = compileRouteMatch(r.GetMatch()); err != nil {
 		return nil, fmt.Errorf("match: %w", err)

@@ -186,7 +186,7 @@ func (x *exchange) forward(v *requestView) {
 	if hasBody {
 		limit := 0
 		if rp != nil && rp.numRetries > 0 {
-			limit = x.h.opts.MaxBufferBytes
+			limit = x.bufferLimit()
 		}
 		body = &replayBody{src: x.r.Body, limit: limit}
 	}
@@ -351,6 +351,9 @@ func (x *exchange) forward(v *requestView) {
 	if _, ok := resp.Header["Date"]; !ok {
 		out["Date"] = nil
 	}
+	if x.vh.attemptCountInResponse {
+		out.Set("X-Envoy-Attempt-Count", strconv.Itoa(x.info.Attempts))
+	}
 	out.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(time.Since(attemptStart).Milliseconds(), 10))
 	x.applyResponseMutations(out, wc)
 	x.writeHeader(resp.StatusCode)
@@ -380,6 +383,18 @@ func (x *exchange) forward(v *requestView) {
 	for k, vv := range resp.Trailer {
 		x.w.Header()[http.TrailerPrefix+k] = vv
 	}
+}
+
+// bufferLimit is the request body buffer limit of the route, else of the
+// virtual host, else the handler's.
+func (x *exchange) bufferLimit() int {
+	switch {
+	case x.rt.bufferLimit > 0:
+		return x.rt.bufferLimit
+	case x.vh.bufferLimit > 0:
+		return x.vh.bufferLimit
+	}
+	return x.h.opts.MaxBufferBytes
 }
 
 var errDownstreamWrite = errors.New("downstream write failed")
@@ -536,7 +551,7 @@ func (x *exchange) mirror(ctx context.Context, set *upstream.Set, ra *routeActio
 		}
 		var payload []byte
 		if body != nil {
-			b, ok := body.bufferAll(x.h.opts.MaxBufferBytes)
+			b, ok := body.bufferAll(x.bufferLimit())
 			if !ok {
 				x.h.log.Debug("request body too large to mirror", "cluster", m.cluster)
 				continue

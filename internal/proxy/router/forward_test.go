@@ -747,3 +747,32 @@ func TestPassthroughToOriginalDst(t *testing.T) {
 		t.Fatalf("%d from %q", rec.Code, rec.Header().Get("X-Backend"))
 	}
 }
+
+func TestRetryBufferLimit(t *testing.T) {
+	var calls atomic.Int32
+	b := backend(t, "b", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if calls.Add(1) == 1 {
+			w.WriteHeader(503)
+		}
+	})
+	vh := vhost("vh", []string{"*"}, toCluster("r", prefixMatch("/"), "c", func(ra *routev3.RouteAction) {
+		ra.RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(2)}
+	}))
+	vh.PerRequestBufferLimitBytes = wrapperspb.UInt32(16)
+	vh.IncludeAttemptCountInResponse = true
+	p := newProxy(t, routeConfig(vh), buildSet(t, nil, staticCluster("c", addrOf(b))))
+	post := func(body string) *http.Response {
+		req, _ := http.NewRequest("POST", "http://x/", strings.NewReader(body))
+		req.Host = "svc"
+		resp, _ := p.do(t, req)
+		return resp
+	}
+	if resp := post("small"); resp.StatusCode != 200 || resp.Header.Get("X-Envoy-Attempt-Count") != "2" {
+		t.Fatalf("small body: %d after %q attempts", resp.StatusCode, resp.Header.Get("X-Envoy-Attempt-Count"))
+	}
+	calls.Store(0)
+	if resp := post(strings.Repeat("x", 100)); resp.StatusCode != 503 || resp.Header.Get("X-Envoy-Attempt-Count") != "1" {
+		t.Fatalf("body over the buffer limit was retried: %d after %q attempts", resp.StatusCode, resp.Header.Get("X-Envoy-Attempt-Count"))
+	}
+}
