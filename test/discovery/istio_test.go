@@ -33,6 +33,17 @@ func names[T any](cfgs []model.Config[T], ns string) []string {
 	return out
 }
 
+// inNamespace keeps the services of one namespace (each test has its own).
+func inNamespace(svcs []*model.Service, ns string) []*model.Service {
+	var out []*model.Service
+	for _, s := range svcs {
+		if s.Namespace == ns {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // The CRDs serve v1, v1beta1 and v1alpha3 (security: v1, v1beta1;
 // telemetry: v1, v1alpha1) with one schema: discovery watches v1 and sees
 // objects written in every version, with their specs.
@@ -134,14 +145,14 @@ func TestIstioObjectsInEveryVersion(t *testing.T) {
 		}
 	}
 	// ServiceEntry hosts are services, with their endpoints.
-	api := s.ServicesByHost("api.example.com")
+	api := inNamespace(s.ServicesByHost("api.example.com"), ns)
 	if len(api) != 1 || api[0].FromServiceEntry != ns+"/se-v1beta1" || api[0].Resolution != model.DNSLB || !api[0].MeshExternal {
 		t.Fatalf("api.example.com: %+v", api)
 	}
 	if eps := s.EndpointsOf(api[0]); len(eps) != 1 || eps[0].Address != "api.example.com" || eps[0].Port != 443 {
 		t.Errorf("api.example.com endpoints %v", eps)
 	}
-	db := s.ServicesByHost("db.internal")
+	db := inNamespace(s.ServicesByHost("db.internal"), ns)
 	if len(db) != 1 || db[0].MeshExternal || !slices.Equal(db[0].Addresses, []string{"240.240.0.1"}) {
 		t.Fatalf("db.internal: %+v", db)
 	}
