@@ -5,12 +5,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbacnet "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -157,5 +159,80 @@ func TestMutualTLSBetweenTwoDataplanes(t *testing.T) {
 	io.WriteString(conn, "plaintext")
 	if _, err := conn.Read(make([]byte, 1)); err == nil || strings.Contains(err.Error(), "timeout") {
 		t.Fatalf("strict listener did not close a plaintext connection: %v", err)
+	}
+}
+
+// TestHTTPOverMutualTLSBetweenTwoDataplanes runs the real router and
+// clusters on both sides: productpage's outbound HTTP listener originates
+// ISTIO_MUTUAL to reviews' STRICT inbound listener; both report Istio
+// metrics, the inbound side with the peer's identity.
+func TestHTTPOverMutualTLSBetweenTwoDataplanes(t *testing.T) {
+	ca := newTestCA(t)
+	serverID := "spiffe://cluster.local/ns/bookinfo/sa/reviews"
+	clientID := "spiffe://cluster.local/ns/bookinfo/sa/productpage"
+	serverCert, _, _ := ca.issue(t, serverID)
+	clientCert, _, _ := ca.issue(t, clientID)
+	app := backend(t, "reviews-app")
+	inPort, outPort := freePort(t), freePort(t)
+	reg := prometheus.NewRegistry()
+
+	server := newDP(t, Options{Engine: DefaultEngine{}, Registry: reg, Secrets: &testSecrets{cert: serverCert, pool: ca.pool}, Node: testNode("reviews", "bookinfo")})
+	in := newSnap()
+	in.Clusters["inbound|9080||"] = staticCluster("inbound|9080||", app)
+	hc := &hcmv3.HttpConnectionManager{
+		RouteSpecifier:           &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: routeTo("inbound|9080||", "inbound|9080||")},
+		ForwardClientCertDetails: hcmv3.HttpConnectionManager_SANITIZE_SET,
+	}
+	in.Listeners["in"] = realListener("in", inPort, &listener.FilterChain{
+		FilterChainMatch: &listener.FilterChainMatch{TransportProtocol: "tls"},
+		TransportSocket:  tlsSocketOf(t, istioMutual()),
+		Filters:          []*listener.Filter{hcmNetFilter(t, hc, statsHTTPFilter(t, reporterInbound))},
+	})
+	if err := server.Apply(in); err != nil {
+		t.Fatal(err)
+	}
+
+	client := newDP(t, Options{Engine: DefaultEngine{}, Registry: reg, Secrets: &testSecrets{cert: clientCert, pool: ca.pool}, Node: testNode("productpage", "bookinfo")})
+	out := newSnap()
+	c := staticCluster("outbound|9080||reviews.bookinfo.svc.cluster.local", fmt.Sprintf("127.0.0.1:%d", inPort))
+	up := istioMutualUpstream(t, serverID)
+	up.Sni = "outbound_.9080_._.reviews.bookinfo.svc.cluster.local"
+	c.TransportSocket = tlsSocketOf(t, up)
+	c.Metadata = istioServiceMetadata(t, "reviews.bookinfo.svc.cluster.local", "reviews", "bookinfo")
+	out.Clusters[c.Name] = c
+	out.Routes["9080"] = routeTo("9080", c.Name)
+	out.Listeners["out"] = realListener("out", outPort, &listener.FilterChain{Filters: []*listener.Filter{hcmNetFilter(t, rds("9080"), statsHTTPFilter(t, reporterOutbound))}})
+	if err := client.Apply(out); err != nil {
+		t.Fatal(err)
+	}
+
+	resp, body := get(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/reviews/0", outPort))
+	if resp.StatusCode != 200 || body != "reviews-app /reviews/0" {
+		t.Fatalf("through two data planes: %d %q", resp.StatusCode, body)
+	}
+	if xfcc := resp.Header.Get("Echo-X-Forwarded-Client-Cert"); !strings.Contains(xfcc, "URI="+clientID) {
+		t.Errorf("app saw x-forwarded-client-cert %q", xfcc)
+	}
+	mfs, _ := reg.Gather()
+	series := map[string]map[string]string{}
+	for _, mf := range mfs {
+		if mf.GetName() != "istio_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			series[l["reporter"]] = l
+		}
+	}
+	dst := series["destination"]
+	if dst["source_principal"] != clientID || dst["connection_security_policy"] != "mutual_tls" || dst["source_workload"] != "productpage" || dst["destination_workload"] != "reviews" {
+		t.Errorf("destination reporter labels %v", dst)
+	}
+	src := series["source"]
+	if src["destination_workload"] != "reviews" || src["destination_service"] != "reviews.bookinfo.svc.cluster.local" || src["response_code"] != "200" {
+		t.Errorf("source reporter labels %v", src)
 	}
 }
