@@ -15,7 +15,7 @@ func validateDestinationRule(m proto.Message, _ objectMeta, e *errorList) {
 	if dr.Host == "" {
 		e.add(p.Child("host"), "host is required")
 	} else {
-		checkHost(p.Child("host"), dr.Host, false, e)
+		checkHost(p.Child("host"), dr.Host, true, e)
 	}
 	checkTrafficPolicy(p.Child("trafficPolicy"), dr.TrafficPolicy, e)
 	seen := map[string]bool{}
@@ -167,7 +167,7 @@ func checkClientTLS(p *field.Path, t *networking.ClientTLSSettings, e *errorList
 	}
 	files := t.ClientCertificate != "" || t.PrivateKey != "" || t.CaCertificates != ""
 	switch t.Mode {
-	case networking.ClientTLSSettings_DISABLE, networking.ClientTLSSettings_ISTIO_MUTUAL:
+	case networking.ClientTLSSettings_ISTIO_MUTUAL:
 		if files || t.CredentialName != "" {
 			e.add(p.Child("mode"), "certificates and credentialName cannot be set with mode %s", t.Mode)
 		}
@@ -257,8 +257,8 @@ func checkServerTLS(p *field.Path, t *networking.ServerTLSSettings, protocol str
 	}
 	if protocol == "HTTP" {
 		// A plain-text server may only redirect to HTTPS.
-		if t.Mode != networking.ServerTLSSettings_PASSTHROUGH || t.CredentialName != "" || t.ServerCertificate != "" {
-			e.add(p, "an HTTP server may only set tls.httpsRedirect; use protocol HTTPS to terminate TLS")
+		if !t.HttpsRedirect {
+			e.add(p, "an HTTP server may only use tls to set httpsRedirect; use protocol HTTPS to terminate TLS")
 		}
 		return
 	}
@@ -282,10 +282,6 @@ func checkServerTLS(p *field.Path, t *networking.ServerTLSSettings, protocol str
 	case networking.ServerTLSSettings_ISTIO_MUTUAL:
 		if hasFiles || hasCredential {
 			e.add(p.Child("mode"), "mode ISTIO_MUTUAL uses the workload certificate; certificates and credentialName must not be set")
-		}
-	case networking.ServerTLSSettings_PASSTHROUGH, networking.ServerTLSSettings_AUTO_PASSTHROUGH:
-		if protocol == "HTTPS" && t.Mode == networking.ServerTLSSettings_AUTO_PASSTHROUGH {
-			e.add(p.Child("mode"), "mode AUTO_PASSTHROUGH needs protocol TLS")
 		}
 	}
 }
@@ -430,6 +426,8 @@ func validateSidecar(m proto.Message, _ objectMeta, e *errorList) {
 		if eg.Port == nil {
 			if catchAll >= 0 {
 				e.add(ep.Child("port"), "only one egress listener may omit the port (spec.egress[%d] already does)", catchAll)
+			} else if i != len(sc.Egress)-1 {
+				e.add(ep.Child("port"), "the egress listener without a port catches all other traffic and must be the last one")
 			}
 			catchAll = i
 		} else {

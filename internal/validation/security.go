@@ -68,15 +68,11 @@ func validateRequestAuthentication(m proto.Message, _ objectMeta, e *errorList) 
 	ra := m.(*security.RequestAuthentication)
 	p := field.NewPath("spec")
 	checkPolicyTarget(p, ra.Selector, ra.TargetRef, ra.TargetRefs, e)
-	issuers := map[string]bool{}
 	for i, r := range ra.JwtRules {
 		rp := p.Child("jwtRules").Index(i)
 		if r.Issuer == "" {
 			e.add(rp.Child("issuer"), "issuer is required")
-		} else if issuers[r.Issuer] {
-			e.add(rp.Child("issuer"), "duplicate issuer %q", r.Issuer)
 		}
-		issuers[r.Issuer] = true
 		for j, a := range r.Audiences {
 			if a == "" {
 				e.add(rp.Child("audiences").Index(j), "audience must not be empty")
@@ -133,9 +129,6 @@ func validateAuthorizationPolicy(m proto.Message, _ objectMeta, e *errorList) {
 	case security.AuthorizationPolicy_CUSTOM:
 		if ap.GetProvider() == nil || ap.GetProvider().Name == "" {
 			e.add(p.Child("provider", "name"), "action CUSTOM requires a provider name")
-		}
-		if len(ap.Rules) == 0 {
-			e.add(p.Child("rules"), "action CUSTOM requires at least one rule")
 		}
 	case security.AuthorizationPolicy_DENY:
 		if len(ap.Rules) == 0 {
@@ -314,8 +307,7 @@ func checkPathTemplate(p *field.Path, v string, e *errorList) {
 var conditionKeys = []string{
 	"request.headers[", "source.ip", "remote.ip", "source.namespace", "source.principal",
 	"source.serviceAccount", "request.auth.principal", "request.auth.audiences", "request.auth.presenter",
-	"request.auth.claims[", "destination.ip", "destination.port", "connection.sni", "request.experimental.",
-	"experimental.envoy.filters.",
+	"request.auth.claims[", "destination.ip", "destination.port", "connection.sni", "experimental.envoy.filters.",
 }
 
 func checkCondition(p *field.Path, c *security.Condition, e *errorList) {

@@ -14,6 +14,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
@@ -76,7 +78,8 @@ type Resource struct {
 	Resource string
 }
 
-// Resources lists every group, version and kind that Validate accepts.
+// Resources lists every group, version and kind that Validate accepts,
+// sorted.
 func Resources() []Resource {
 	var out []Resource
 	for gk, k := range kinds {
@@ -84,6 +87,9 @@ func Resources() []Resource {
 			out = append(out, Resource{gk.WithVersion(v), k.resource})
 		}
 	}
+	slices.SortFunc(out, func(a, b Resource) int {
+		return strings.Compare(a.GroupVersionKind.String(), b.GroupVersionKind.String())
+	})
 	return out
 }
 

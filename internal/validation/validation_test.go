@@ -53,6 +53,10 @@ var validObjects = map[string]string{
     - uri: {exact: /productpage}
     - uri: {prefix: /static}
     - uri: {regex: '^/api/v[0-9]+/products$'}
+    - uri: {}
+    - headers:
+        X-Canary: {}
+        "@request.auth.claims.groups": {exact: beta}
     route:
     - destination:
         host: productpage

@@ -309,15 +309,15 @@ func checkHTTPMatch(p *field.Path, m *networking.HTTPMatchRequest, e *errorList)
 	}
 	for _, k := range sortedKeys(m.Headers) {
 		hp := p.Child("headers").Key(k)
-		checkHeaderName(hp, k, e)
-		if m.Headers[k] != nil && m.Headers[k].MatchType != nil {
+		checkMatchHeaderName(hp, k, e)
+		if m.Headers[k] != nil {
 			checkStringMatch(hp, m.Headers[k], e)
 		}
 	}
 	for _, k := range sortedKeys(m.WithoutHeaders) {
 		hp := p.Child("withoutHeaders").Key(k)
-		checkHeaderName(hp, k, e)
-		if m.WithoutHeaders[k] != nil && m.WithoutHeaders[k].MatchType != nil {
+		checkMatchHeaderName(hp, k, e)
+		if m.WithoutHeaders[k] != nil {
 			checkStringMatch(hp, m.WithoutHeaders[k], e)
 		}
 	}
@@ -326,7 +326,7 @@ func checkHTTPMatch(p *field.Path, m *networking.HTTPMatchRequest, e *errorList)
 		if k == "" {
 			e.add(qp, "query parameter name must not be empty")
 		}
-		if m.QueryParams[k] != nil && m.QueryParams[k].MatchType != nil {
+		if m.QueryParams[k] != nil {
 			checkStringMatch(qp, m.QueryParams[k], e)
 		}
 	}
@@ -340,16 +340,27 @@ func checkHTTPMatch(p *field.Path, m *networking.HTTPMatchRequest, e *errorList)
 	}
 }
 
-func checkStringMatch(p *field.Path, m *networking.StringMatch, e *errorList) {
-	switch t := m.MatchType.(type) {
-	case nil:
-		e.add(p, "one of exact, prefix or regex is required")
-	case *networking.StringMatch_Regex:
-		checkRegex(p.Child("regex"), t.Regex, e)
-	case *networking.StringMatch_Prefix:
-		if t.Prefix == "" {
-			e.add(p.Child("prefix"), "prefix must not be empty")
+// jwtClaimPrefix starts a header match key that routes on a JWT claim.
+const jwtClaimPrefix = "@request.auth.claims."
+
+// checkMatchHeaderName checks the key of a header match: a header name in
+// any case (matching ignores case), or a JWT claim ("@request.auth.claims.groups").
+func checkMatchHeaderName(p *field.Path, name string, e *errorList) {
+	if claim, ok := strings.CutPrefix(name, jwtClaimPrefix); ok {
+		if claim == "" {
+			e.add(p, "%q needs a claim name", name)
 		}
+		return
+	}
+	checkHeaderName(p, strings.ToLower(name), e)
+}
+
+// checkStringMatch checks the regular expression of a string match. An
+// empty match ({}) is accepted as Istio accepts it: for headers and query
+// parameters it matches presence, for the URI any path.
+func checkStringMatch(p *field.Path, m *networking.StringMatch, e *errorList) {
+	if t, ok := m.MatchType.(*networking.StringMatch_Regex); ok {
+		checkRegex(p.Child("regex"), t.Regex, e)
 	}
 }
 

@@ -99,17 +99,6 @@ spec:
   - issuer: issuer
     jwks: '{"keys": [{"kty": "XYZ"}]}'
 `, []string{webhook + "spec.jwtRules[0].jwks: not a valid JSON Web Key Set"}},
-		{"duplicate issuer", `
-apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: jwt2}
-spec:
-  jwtRules:
-  - issuer: issuer
-    jwksUri: https://example.com/jwks.json
-  - issuer: issuer
-    jwksUri: https://example.com/other.json
-`, []string{webhook + `spec.jwtRules[1].issuer: duplicate issuer "issuer"`}},
 		{"custom tag without a source", `
 apiVersion: telemetry.istio.io/v1alpha1
 kind: Telemetry
