@@ -262,14 +262,15 @@ func buildCluster(msg *clusterv3.Cluster, snap *config.Snapshot, old *Cluster, s
 		}
 	}
 	for li, loc := range cla.GetEndpoints() {
-		if loc.GetPriority() != 0 {
-			return nil, fmt.Errorf("endpoints: locality %d: priority %d is not supported", li, loc.GetPriority())
+		if loc.GetLedsClusterLocalityConfig() != nil || loc.GetLoadBalancerEndpoints() != nil {
+			return nil, fmt.Errorf("endpoints: locality %d: only lb_endpoints are supported", li)
 		}
 		for ei, le := range loc.GetLbEndpoints() {
 			h, err := newHost(cfg, le)
 			if err != nil {
 				return nil, fmt.Errorf("endpoints: locality %d endpoint %d: %w", li, ei, err)
 			}
+			h.Priority = loc.GetPriority()
 			if o := oldHosts[hostKey(h)]; o != nil {
 				h.state = o.state
 				delete(oldHosts, hostKey(h))

@@ -24,6 +24,8 @@ type Host struct {
 	Port uint16
 	// Weight is load_balancing_weight (1 when unset).
 	Weight uint32
+	// Priority is the locality's priority (0 is the highest).
+	Priority uint32
 	// Metadata is the endpoint's filter_metadata.
 	Metadata map[string]map[string]any
 

@@ -51,6 +51,8 @@ func (c *Cluster) pick(opts RequestOptions) (*Host, error) {
 	// Panic mode: below healthy_panic_threshold, balance over every host.
 	if len(c.hosts) > 0 && 100*float64(len(cands))/float64(len(c.hosts)) < c.cfg.panicThreshold {
 		cands = append(cands[:0], c.hosts...)
+	} else {
+		cands = c.byPriority(cands)
 	}
 	if len(cands) == 0 {
 		return nil, ErrNoHealthyUpstream
@@ -74,6 +76,59 @@ func (c *Cluster) pick(opts RequestOptions) (*Host, error) {
 		}
 	}
 	return c.lb.pick(c, cands, opts), nil
+}
+
+// overprovisioning is Envoy's default overprovisioning factor (1.4).
+const overprovisioning = 140
+
+// byPriority narrows the candidates to one priority level. Like Envoy, a
+// level takes a share of the load equal to its health (healthy share ×
+// 1.4, at most 100%), and what it cannot take spills to the next level.
+func (c *Cluster) byPriority(cands []*Host) []*Host {
+	if len(cands) == 0 || allSamePriority(c.hosts) {
+		return cands
+	}
+	total := map[uint32]int{}
+	healthy := map[uint32][]*Host{}
+	var levels []uint32
+	for _, h := range c.hosts {
+		if total[h.Priority] == 0 {
+			levels = append(levels, h.Priority)
+		}
+		total[h.Priority]++
+	}
+	for _, h := range cands {
+		healthy[h.Priority] = append(healthy[h.Priority], h)
+	}
+	sort.Slice(levels, func(i, j int) bool { return levels[i] < levels[j] })
+	loads := make([]int, len(levels))
+	remaining, sum := 100, 0
+	for i, p := range levels {
+		health := min(100, overprovisioning*len(healthy[p])/total[p])
+		loads[i] = min(health, remaining)
+		remaining -= loads[i]
+		sum += loads[i]
+	}
+	if sum == 0 {
+		return cands
+	}
+	n := c.state.randN(sum)
+	for i, p := range levels {
+		if n < loads[i] {
+			return healthy[p]
+		}
+		n -= loads[i]
+	}
+	return cands
+}
+
+func allSamePriority(hs []*Host) bool {
+	for _, h := range hs {
+		if h.Priority != hs[0].Priority {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Cluster) originalDst(opts RequestOptions) (*Host, error) {

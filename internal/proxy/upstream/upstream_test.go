@@ -16,6 +16,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -885,5 +886,31 @@ func TestReleaseClosesIdleConnectionsOfRemovedHosts(t *testing.T) {
 	defer mu.Unlock()
 	if closed["a"] != 0 {
 		t.Fatal("the connection of the surviving host was closed")
+	}
+}
+
+func TestPriorityLevels(t *testing.T) {
+	primary := backend(t, "primary", nil)
+	failover := backend(t, "failover", nil)
+	c := staticCluster("c", addrOf(primary))
+	c.LoadAssignment.Endpoints = append(c.LoadAssignment.Endpoints, &endpointv3.LocalityLbEndpoints{Priority: 1, LbEndpoints: []*endpointv3.LbEndpoint{lbEndpoint(addrOf(failover), nil)}})
+	count := func(cl *Cluster) map[string]int {
+		out := map[string]int{}
+		for range 20 {
+			resp, _, err := get(t, cl, RequestOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			out[resp.Header.Get("X-Backend")]++
+		}
+		return out
+	}
+	if got := count(mustBuild(t, snapshot(c), nil, nil).Get("c")); got["primary"] != 20 {
+		t.Fatalf("healthy priority 0 should take all traffic: %v", got)
+	}
+	c.LoadAssignment.Endpoints[0].LbEndpoints[0].HealthStatus = corev3.HealthStatus_UNHEALTHY
+	if got := count(mustBuild(t, snapshot(c), nil, nil).Get("c")); got["failover"] != 20 {
+		t.Fatalf("unhealthy priority 0 should fail over: %v", got)
 	}
 }
