@@ -134,6 +134,7 @@ func (s *hcmServer) shutdown(ctx context.Context) error {
 	if !s.started.Load() {
 		return nil
 	}
+	s.srv.SetKeepAlivesEnabled(false)
 	err := s.srv.Shutdown(ctx)
 	if h := s.cur.Load(); h != nil && h.tracer != nil {
 		_ = h.tracer.tp.ForceFlush(ctx)
