@@ -19,7 +19,9 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	filelog "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -225,5 +227,40 @@ func TestVirtualInboundMatchesOriginalPort(t *testing.T) {
 	io.WriteString(c2, "x")
 	if _, err := c2.Read(b); err == nil {
 		t.Fatal("connection to an unknown port was served")
+	}
+}
+
+func TestTCPIdleTimeoutAndWeights(t *testing.T) {
+	echo := echoServer(t)
+	port := freePort(t)
+	snap := newSnap()
+	snap.Clusters["a"] = staticCluster("a", echo)
+	snap.Clusters["b"] = staticCluster("b", "127.0.0.1:1") // never picked: weight 0
+	tp := &tcpv3.TcpProxy{StatPrefix: "t", IdleTimeout: durationpb.New(100 * time.Millisecond),
+		ClusterSpecifier: &tcpv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpv3.TcpProxy_WeightedCluster{Clusters: []*tcpv3.TcpProxy_WeightedCluster_ClusterWeight{
+			{Name: "a", Weight: 1}, {Name: "b", Weight: 0}}}}}
+	snap.Listeners["l"] = realListener("l", port, &listener.FilterChain{Filters: []*listener.Filter{{Name: tcpProxyFilter, ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(t, tp)}}}})
+	d := newDP(t, Options{})
+	if err := d.Apply(snap); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "x")
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Fatalf("weighted cluster: %v", err)
+		}
+		if i == 0 {
+			// Idle: the proxy closes the connection.
+			if _, err := c.Read(b); err == nil || strings.Contains(err.Error(), "timeout") {
+				t.Fatalf("idle connection not closed by the proxy: %v", err)
+			}
+		}
+		c.Close()
 	}
 }
