@@ -127,8 +127,8 @@ func (x *exchange) forward(v *requestView) {
 	}
 	path := v.path
 	switch {
-	case ra.prefixRewrite != "" && x.rt.match.kind != pathRegex:
-		path = ra.prefixRewrite + path[min(len(path), len(x.rt.match.value)):]
+	case ra.prefixRewrite != "":
+		path = ra.prefixRewrite + path[x.rt.match.matchedLen(path):]
 	case ra.regexRewrite != nil:
 		path = ra.regexRewrite.apply(path)
 	}
@@ -645,15 +645,20 @@ func (x *exchange) upgrade(resp *http.Response, wc *weightedCluster) {
 }
 
 // replayBody lets a request body be sent again on retry: the bytes read
-// by the first attempt are kept up to limit; past it, the body can no
-// longer be replayed.
+// by the attempts are kept up to limit; past it, the body can no longer be
+// replayed. Only the latest attempt may read, and reads of the source are
+// serialized, so a transport still writing an abandoned attempt never
+// races the next one.
 type replayBody struct {
+	src   io.ReadCloser
+	srcMu sync.Mutex // held while reading src
+
 	mu       sync.Mutex
-	src      io.ReadCloser
 	limit    int
 	buf      []byte
-	overflow bool
-	noReplay bool // the buffer holds a prefix for the first attempt only
+	consumed int  // bytes read from src
+	overflow bool // buf no longer holds everything consumed
+	noReplay bool // buf holds a prefix for the first attempt only
 	done     bool
 	err      error
 	active   *replayReader
@@ -663,6 +668,8 @@ type replayReader struct {
 	b   *replayBody
 	pos int
 }
+
+var errSuperseded = errors.New("request body superseded by a retry")
 
 func (b *replayBody) attempt() io.ReadCloser {
 	b.mu.Lock()
@@ -678,42 +685,64 @@ func (b *replayBody) replayable() bool {
 	return !b.overflow && !b.noReplay
 }
 
-var errSuperseded = errors.New("request body superseded by a retry")
+// fromBuffer serves what is buffered; ok is false when the source must be
+// read. The caller holds b.mu.
+func (r *replayReader) fromBuffer(p []byte) (n int, err error, ok bool) {
+	b := r.b
+	switch {
+	case b.active != r:
+		return 0, errSuperseded, true
+	case r.pos < len(b.buf):
+		n := copy(p, b.buf[r.pos:])
+		r.pos += n
+		return n, nil, true
+	case r.pos < b.consumed:
+		return 0, errors.New("request body exceeded the buffer and cannot be replayed"), true
+	case b.done:
+		return 0, b.err, true
+	}
+	return 0, nil, false
+}
 
 func (r *replayReader) Read(p []byte) (int, error) {
 	b := r.b
 	b.mu.Lock()
-	if b.active != r {
+	if n, err, ok := r.fromBuffer(p); ok {
 		b.mu.Unlock()
-		return 0, errSuperseded
+		return n, err
 	}
-	if r.pos < len(b.buf) {
-		n := copy(p, b.buf[r.pos:])
-		r.pos += n
+	b.mu.Unlock()
+
+	b.srcMu.Lock()
+	defer b.srcMu.Unlock()
+	b.mu.Lock()
+	// Another reader may have read the source while this one waited.
+	if n, err, ok := r.fromBuffer(p); ok {
 		b.mu.Unlock()
-		return n, nil
-	}
-	if b.done {
-		err := b.err
-		b.mu.Unlock()
-		return 0, err
+		return n, err
 	}
 	b.mu.Unlock()
 	n, err := b.src.Read(p)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if n > 0 && !b.overflow {
-		if len(b.buf)+n <= b.limit && !b.noReplay {
-			b.buf = append(b.buf, p[:n]...)
-		} else {
+	b.record(p[:n], err)
+	r.pos += n
+	return n, err
+}
+
+// record notes bytes read from the source. The caller holds b.mu.
+func (b *replayBody) record(data []byte, err error) {
+	if len(data) > 0 {
+		if !b.overflow && !b.noReplay && len(b.buf)+len(data) <= b.limit {
+			b.buf = append(b.buf, data...)
+		} else if !b.noReplay {
 			b.overflow, b.buf = true, nil
 		}
+		b.consumed += len(data)
 	}
-	r.pos += n
 	if err != nil {
 		b.done, b.err = true, err
 	}
-	return n, err
 }
 
 func (r *replayReader) Close() error { return nil }
@@ -722,26 +751,31 @@ func (r *replayReader) Close() error { return nil }
 // fits in limit bytes; the attempts then replay it. A larger body is kept
 // for the first attempt only.
 func (b *replayBody) bufferAll(limit int) ([]byte, bool) {
+	b.srcMu.Lock()
+	defer b.srcMu.Unlock()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.overflow || b.noReplay {
 		return nil, false
 	}
-	if len(b.buf) > 0 || b.done {
-		return b.buf, b.done // already read by an earlier mirror
+	if b.done {
+		return b.buf, true // already read by an earlier mirror
 	}
 	b.limit = max(b.limit, limit)
 	chunk := make([]byte, 32<<10)
 	for !b.done {
 		n, err := b.src.Read(chunk)
-		b.buf = append(b.buf, chunk[:n]...)
-		if err != nil {
-			b.done, b.err = true, err
-		}
-		if len(b.buf) > b.limit {
+		if len(b.buf)+n > b.limit {
+			// Too large to mirror: keep it for the first attempt.
 			b.noReplay = true
+			b.buf = append(b.buf, chunk[:n]...)
+			b.consumed += n
+			if err != nil {
+				b.done, b.err = true, err
+			}
 			return nil, false
 		}
+		b.record(chunk[:n], err)
 	}
 	return b.buf, true
 }

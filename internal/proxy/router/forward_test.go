@@ -776,3 +776,48 @@ func TestRetryBufferLimit(t *testing.T) {
 		t.Fatalf("body over the buffer limit was retried: %d after %q attempts", resp.StatusCode, resp.Header.Get("X-Envoy-Attempt-Count"))
 	}
 }
+
+func TestPrefixRewriteByMatchKind(t *testing.T) {
+	b := backend(t, "b", echo)
+	rewrite := func(ra *routev3.RouteAction) { ra.PrefixRewrite = "/v2" }
+	vh := vhost("vh", []string{"*"},
+		toCluster("exact", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/exact"}}, "c", rewrite),
+		toCluster("regex", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: regex("/re/.*")}}, "c", rewrite),
+		toCluster("prefix", prefixMatch("/p"), "c", rewrite),
+	)
+	p := newProxy(t, routeConfig(vh), buildSet(t, nil, staticCluster("c", addrOf(b))))
+	for path, want := range map[string]string{"/exact?x=1": "/v2?x=1", "/re/a/b": "/v2", "/pets/1": "/v2ets/1"} {
+		if resp, _ := p.get(t, "svc", path); resp.Header.Get("X-Path") != want {
+			t.Errorf("%s rewritten to %q, want %q", path, resp.Header.Get("X-Path"), want)
+		}
+	}
+}
+
+func TestRetryReplaysStreamedBody(t *testing.T) {
+	var calls atomic.Int32
+	b := backend(t, "b", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Len", fmt.Sprint(len(body)))
+		if calls.Add(1) == 1 {
+			w.WriteHeader(503)
+		}
+	})
+	vh := vhost("vh", []string{"*"}, toCluster("r", prefixMatch("/"), "c", func(ra *routev3.RouteAction) {
+		ra.RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(1)}
+	}))
+	p := newProxy(t, routeConfig(vh), buildSet(t, nil, staticCluster("c", addrOf(b))))
+	// A chunked body of unknown length, written in pieces.
+	pr, pw := io.Pipe()
+	go func() {
+		for range 10 {
+			pw.Write([]byte(strings.Repeat("y", 1000)))
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", "http://x/", pr)
+	req.Host = "svc"
+	resp, _ := p.do(t, req)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Len") != "10000" {
+		t.Fatalf("retry of a streamed body: %d, upstream read %s bytes", resp.StatusCode, resp.Header.Get("X-Len"))
+	}
+}

@@ -432,7 +432,7 @@ func (x *exchange) redirect(ra *redirectAction, v *requestView) {
 	case ra.path != "":
 		path = ra.path
 	case ra.prefixRewrite != nil:
-		path = *ra.prefixRewrite + path[min(len(path), len(x.rt.match.value)):]
+		path = *ra.prefixRewrite + path[x.rt.match.matchedLen(path):]
 	case ra.regexRewrite != nil:
 		path = ra.regexRewrite.apply(path)
 	}

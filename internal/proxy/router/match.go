@@ -370,3 +370,14 @@ func isGRPC(r *http.Request) bool {
 	ct := r.Header.Get("Content-Type")
 	return strings.HasPrefix(ct, "application/grpc")
 }
+
+// matchedLen is the length of the part of path the route matched, which
+// prefix_rewrite replaces: the prefix, or the whole path for exact and
+// regex matches.
+func (m *routeMatch) matchedLen(path string) int {
+	switch m.kind {
+	case pathPrefix, pathSeparatedPrefix:
+		return min(len(path), len(m.value))
+	}
+	return len(path)
+}
