@@ -24,8 +24,9 @@ type tlsServer struct {
 
 // Well-known SDS names of docs/xds.md.
 const (
-	secretDefault = "default"
-	secretRootCA  = "ROOTCA"
+	secretDefault    = "default"
+	secretRootCA     = "ROOTCA"
+	credentialPrefix = "kubernetes://"
 )
 
 func (d *Dataplane) buildTLS(snap *config.Snapshot, ctx *tlsv3.DownstreamTlsContext) (*tlsServer, error) {
@@ -42,6 +43,14 @@ func (d *Dataplane) buildTLS(snap *config.Snapshot, ctx *tlsv3.DownstreamTlsCont
 			break
 		}
 		s, ok := snap.Secrets[name]
+		if !ok && strings.HasPrefix(name, credentialPrefix) {
+			// A gateway credential that has not arrived yet: like
+			// Envoy's warming listener, the chain refuses handshakes
+			// until a snapshot brings it, rather than NACKing.
+			d.log.Warn("gateway credential not received yet; its filter chain refuses connections", "secret", name)
+			getCert = func() (*tls.Certificate, error) { return nil, fmt.Errorf("secret %q not received", name) }
+			break
+		}
 		if !ok || s.GetTlsCertificate() == nil {
 			return nil, fmt.Errorf("secret %q: no such key pair", name)
 		}
@@ -96,6 +105,13 @@ func (d *Dataplane) buildTLS(snap *config.Snapshot, ctx *tlsv3.DownstreamTlsCont
 		getRoots = d.opts.Secrets.RootCAs
 	default:
 		s, ok := snap.Secrets[sdsName]
+		if !ok && strings.HasPrefix(sdsName, credentialPrefix) {
+			d.log.Warn("gateway credential not received yet; its filter chain refuses connections", "secret", sdsName)
+			missing := sdsName
+			getCert = func() (*tls.Certificate, error) { return nil, fmt.Errorf("secret %q not received", missing) }
+			getRoots = func() *x509.CertPool { return x509.NewCertPool() }
+			break
+		}
 		if !ok || s.GetValidationContext() == nil {
 			return nil, fmt.Errorf("secret %q: no such validation context", sdsName)
 		}

@@ -218,3 +218,37 @@ func testGatewaySimpleMutualAndPassthrough(t *testing.T, engine Engine) {
 		t.Error("unknown SNI was served")
 	}
 }
+
+// TestGatewayCredentialArrivesLater: a listener naming a credential that
+// has not arrived is accepted (no NACK) and refuses handshakes; the
+// snapshot that brings the Secret makes it serve.
+func TestGatewayCredentialArrivesLater(t *testing.T) {
+	ca := newTestCA(t)
+	_, certPEM, keyPEM := ca.issue(t, "", "late.example.com")
+	port := freePort(t)
+	s := newSnap()
+	s.Clusters["app"] = staticCluster("app", backend(t, "app"))
+	s.Routes["r"] = routeTo("r", "app")
+	simple := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: "kubernetes://late"}}}}
+	s.Listeners["gw"] = realListener("gw", port, &listener.FilterChain{TransportSocket: tlsSocketOf(t, simple), Filters: []*listener.Filter{hcmNetFilter(t, rds("r"))}})
+	d := newDP(t, Options{})
+	if err := d.Apply(s); err != nil {
+		t.Fatalf("missing credential NACKed: %v", err)
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool, ServerName: "late.example.com"}, DisableKeepAlives: true}}
+	u := fmt.Sprintf("https://127.0.0.1:%d/", port)
+	if _, err := c.Get(u); err == nil {
+		t.Fatal("served without its credential")
+	}
+	s2 := s.Clone()
+	s2.Secrets["kubernetes://late"] = &tlsv3.Secret{Name: "kubernetes://late", Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+		CertificateChain: &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: certPEM}},
+		PrivateKey:       &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: keyPEM}}}}}
+	if err := d.Apply(s2); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := get(t, c, u); resp.StatusCode != 200 || body != "app /" {
+		t.Fatalf("after the credential arrived: %d %q", resp.StatusCode, body)
+	}
+}
