@@ -108,7 +108,8 @@ func (g *gen) outboundCluster(svc *model.Service, port model.Port, dr *networkin
 	}
 	discovery := cluster.Cluster_EDS
 	switch {
-	case strings.HasPrefix(svc.Hostname, "*") || svc.Resolution == model.Passthrough:
+	case strings.HasPrefix(svc.Hostname, "*") || svc.Resolution == model.Passthrough ||
+		pol.lb.GetSimple() == networking.LoadBalancerSettings_PASSTHROUGH:
 		discovery = cluster.Cluster_ORIGINAL_DST
 	case svc.Resolution == model.DNSLB:
 		discovery = cluster.Cluster_STRICT_DNS
@@ -249,7 +250,11 @@ func (g *gen) upstreamTLS(t *networking.ClientTLSSettings, svc *model.Service, p
 			if ca := t.GetCaCertificates(); ca != "" {
 				validation.TrustedCa = &core.DataSource{Specifier: &core.DataSource_Filename{Filename: ca}}
 			}
-			if validation.TrustedCa != nil || len(validation.MatchTypedSubjectAltNames) > 0 {
+			// Without caCertificates there is nothing to verify the chain
+			// against (Envoy and the proxy reject SAN matchers alone): the
+			// server is not verified, as in Istio before
+			// VERIFY_CERTIFICATE_AT_CLIENT.
+			if validation.TrustedCa != nil {
 				ctx.CommonTlsContext.ValidationContextType = &tls.CommonTlsContext_ValidationContext{ValidationContext: validation}
 			}
 		}
@@ -284,9 +289,7 @@ func applyLB(c *cluster.Cluster, lb *networking.LoadBalancerSettings) {
 	case networking.LoadBalancerSettings_RANDOM:
 		c.LbPolicy = cluster.Cluster_RANDOM
 	case networking.LoadBalancerSettings_PASSTHROUGH:
-		c.ClusterDiscoveryType = &cluster.Cluster_Type{Type: cluster.Cluster_ORIGINAL_DST}
-		c.EdsClusterConfig = nil
-		c.LbPolicy = cluster.Cluster_CLUSTER_PROVIDED
+		c.LbPolicy = cluster.Cluster_CLUSTER_PROVIDED // the cluster is ORIGINAL_DST
 	}
 }
 

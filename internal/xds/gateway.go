@@ -202,8 +202,7 @@ func (g *gen) gatewayRouteConfig(name string, servers []gwServer) *route.RouteCo
 		var hosts []vhostSrc
 		for _, vs := range g.boundVS(s.key()) {
 			allowed := scopedHosts(s, vs.Namespace)
-			for _, h := range vs.Spec.GetHosts() {
-				h = g.fqdn(h, vs.Namespace)
+			for _, h := range g.hostsOf(vs) {
 				for _, sh := range allowed {
 					if hostsIntersect(h, sh) {
 						hosts = append(hosts, vhostSrc{moreSpecific(h, sh), vs})
@@ -358,8 +357,8 @@ func (g *gen) addCredential(cred string, cacert bool) bool {
 }
 
 func hostNamed(vs *model.Config[*networking.VirtualService], g *gen, host string) bool {
-	for _, h := range vs.Spec.GetHosts() {
-		if g.fqdn(h, vs.Namespace) == host {
+	for _, h := range g.hostsOf(vs) {
+		if h == host {
 			return true
 		}
 	}

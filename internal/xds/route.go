@@ -80,7 +80,9 @@ func (g *gen) hostsOf(vs *model.Config[*networking.VirtualService]) []string {
 	}
 	var h []string
 	for _, host := range vs.Spec.GetHosts() {
-		h = append(h, g.fqdn(host, vs.Namespace))
+		if host != "" {
+			h = append(h, g.fqdn(host, vs.Namespace))
+		}
 	}
 	g.vsHosts[vs] = h
 	return h
@@ -183,11 +185,13 @@ func (g *gen) matchApplies(m *networking.HTTPMatchRequest, vsGWs []string, ctx r
 	return true
 }
 
+// stringMatcher converts an Istio StringMatch; nil means any value (no
+// match type, or an empty prefix, which Envoy does not accept).
 func stringMatcher(s *networking.StringMatch, ignoreCase bool) (*matcher.StringMatcher, error) {
 	switch {
 	case s.GetExact() != "" || isExact(s):
 		return &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: s.GetExact()}, IgnoreCase: ignoreCase}, nil
-	case s.GetPrefix() != "" || isPrefix(s):
+	case s.GetPrefix() != "":
 		return &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Prefix{Prefix: s.GetPrefix()}, IgnoreCase: ignoreCase}, nil
 	case s.GetRegex() != "":
 		if _, err := regexp.Compile(s.GetRegex()); err != nil {
@@ -313,6 +317,14 @@ func (g *gen) translateHTTPRoute(vs *model.Config[*networking.VirtualService], h
 	rm, err := routeMatch(m)
 	if err != nil {
 		return nil, err
+	}
+	if err := checkHeaderOps(hr.GetHeaders()); err != nil {
+		return nil, err
+	}
+	for _, d := range hr.GetRoute() {
+		if err := checkHeaderOps(d.GetHeaders()); err != nil {
+			return nil, err
+		}
 	}
 	r := &route.Route{Match: rm, Name: hr.GetName()}
 	if m.GetName() != "" {
@@ -522,6 +534,24 @@ func redirect(rd *networking.HTTPRedirect) *route.RedirectAction {
 	return a
 }
 
+// checkHeaderOps refuses changes to pseudo headers other than setting
+// :authority, which neither Envoy nor the proxy allow.
+func checkHeaderOps(h *networking.Headers) error {
+	for _, op := range []*networking.Headers_HeaderOperations{h.GetRequest(), h.GetResponse()} {
+		names := append(append(sortedKeys(op.GetSet()), sortedKeys(op.GetAdd())...), op.GetRemove()...)
+		for i, n := range names {
+			if !strings.HasPrefix(n, ":") {
+				continue
+			}
+			if strings.ToLower(n) == ":authority" && i < len(op.GetSet())+len(op.GetAdd()) && op == h.GetRequest() {
+				continue
+			}
+			return fmt.Errorf("header %q cannot be changed", n)
+		}
+	}
+	return nil
+}
+
 func headerOps(op *networking.Headers_HeaderOperations) ([]*core.HeaderValueOption, []string) {
 	if op == nil {
 		return nil, nil
@@ -665,9 +695,10 @@ func corsConfig(c *networking.CorsPolicy) (*cors.CorsPolicy, error) {
 		if err != nil {
 			return nil, err
 		}
-		if sm != nil {
-			cp.AllowOriginStringMatch = append(cp.AllowOriginStringMatch, sm)
+		if sm == nil {
+			sm = &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: ".*"}}}
 		}
+		cp.AllowOriginStringMatch = append(cp.AllowOriginStringMatch, sm)
 	}
 	if d := c.GetMaxAge(); d != nil && d.AsDuration() > 0 {
 		cp.MaxAge = strconv.FormatInt(int64(d.AsDuration().Seconds()), 10)

@@ -191,7 +191,7 @@ func (g *gen) drVisible(dr *model.Config[*networking.DestinationRule]) bool {
 // ("reviews" → "reviews.ns.svc.cluster.local"); hosts with a dot, and
 // wildcards, are kept.
 func (g *gen) fqdn(host, ns string) string {
-	if host == "*" || strings.Contains(host, ".") {
+	if host == "" || host == "*" || strings.Contains(host, ".") {
 		return host
 	}
 	suffix := g.push.DomainSuffix
