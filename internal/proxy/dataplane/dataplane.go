@@ -108,7 +108,8 @@ func (d *Dataplane) Apply(snap *config.Snapshot) error {
 	// failed bind leaves the old configuration in place.
 	bound := map[netip.AddrPort]*socket{}
 	for addr := range next.bound {
-		if _, ok := d.sockets[addr]; ok {
+		if _, ok := d.sockets[addr]; ok || d.draining.Load() {
+			// Kept sockets stay; a draining data plane binds nothing.
 			continue
 		}
 		s, err := listen(addr)

@@ -406,6 +406,14 @@ func testDrainFinishesInFlight(t *testing.T, engine Engine) {
 	if _, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err == nil {
 		t.Error("accepting after drain")
 	}
+	// Configuration keeps arriving while the pod terminates: it must not
+	// bind the listeners again.
+	if err := d.Apply(snap.Clone()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err == nil {
+		t.Error("an apply after drain bound the listener again")
+	}
 }
 
 func BenchmarkHTTPHotPath(b *testing.B) {
