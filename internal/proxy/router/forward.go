@@ -241,6 +241,9 @@ func (x *exchange) forward(v *requestView) {
 			out.Body = body.attempt()
 		}
 		out.Header.Set("X-Envoy-Attempt-Count", strconv.Itoa(attempt))
+		if expected := expectedTimeout(timeout, rp); expected > 0 && up == "" {
+			out.Header.Set("X-Envoy-Expected-Rq-Timeout-Ms", strconv.FormatInt(expected.Milliseconds(), 10))
+		}
 		if up != "" {
 			out.Header.Set("Connection", "Upgrade")
 		}
@@ -383,6 +386,15 @@ func (x *exchange) forward(v *requestView) {
 	for k, vv := range resp.Trailer {
 		x.w.Header()[http.TrailerPrefix+k] = vv
 	}
+}
+
+// expectedTimeout is the time the upstream has to answer one attempt:
+// the per-try timeout when shorter than the route's.
+func expectedTimeout(route time.Duration, rp *retryPolicy) time.Duration {
+	if rp != nil && rp.perTry > 0 && (route == 0 || rp.perTry < route) {
+		return rp.perTry
+	}
+	return route
 }
 
 // bufferLimit is the request body buffer limit of the route, else of the

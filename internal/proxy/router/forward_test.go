@@ -29,7 +29,7 @@ func echo(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Path", r.URL.RequestURI())
 	w.Header().Set("X-Host", r.Host)
 	w.Header().Set("X-Proto", r.Proto)
-	for _, k := range []string{"X-Request-Id", "X-Forwarded-Proto", "X-Envoy-Attempt-Count", "X-Added", "X-Order", "Connection", "Keep-Alive", "X-Hop", "Traceparent", "X-B3-Traceid", "X-Removed", "X-Envoy-Original-Path"} {
+	for _, k := range []string{"X-Request-Id", "X-Forwarded-Proto", "X-Envoy-Attempt-Count", "X-Added", "X-Order", "Connection", "Keep-Alive", "X-Hop", "Traceparent", "X-B3-Traceid", "X-Removed", "X-Envoy-Original-Path", "X-Envoy-Expected-Rq-Timeout-Ms"} {
 		if v, ok := r.Header[k]; ok {
 			w.Header()["Echo-"+k] = v
 		}
@@ -75,6 +75,9 @@ func TestForwardHeadersAndRewrites(t *testing.T) {
 	}
 	if h.Get("Echo-X-Forwarded-Proto") != "http" || h.Get("Echo-X-Envoy-Attempt-Count") != "1" {
 		t.Errorf("x-forwarded-proto %q attempt %q", h.Get("Echo-X-Forwarded-Proto"), h.Get("Echo-X-Envoy-Attempt-Count"))
+	}
+	if h.Get("Echo-X-Envoy-Expected-Rq-Timeout-Ms") != "15000" {
+		t.Errorf("x-envoy-expected-rq-timeout-ms %q", h.Get("Echo-X-Envoy-Expected-Rq-Timeout-Ms"))
 	}
 	if h.Get("Echo-X-Hop") != "" || h.Get("Echo-Keep-Alive") != "" {
 		t.Errorf("hop-by-hop headers forwarded: %v", h)
