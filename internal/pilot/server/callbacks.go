@@ -7,9 +7,9 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // streamKey tells SotW and delta streams apart: go-control-plane numbers
@@ -38,10 +38,11 @@ type sentType struct {
 	// Acked is the last version the client accepted; Rejected the last it
 	// refused, with the reason.
 	Acked, Rejected, RejectReason string
-	// List is the last SotW response's resources; Resources what a delta
-	// stream holds by name.
-	List      []*anypb.Any
-	Resources map[string]*anypb.Any
+	// Snap is the node's snapshot the response was built from (nil if it
+	// was replaced before the response went out): responses carry its
+	// resources of the type, so it is what the proxy holds, without a
+	// copy per stream.
+	Snap *cachev3.Snapshot
 }
 
 func (st *stream) sentOf(typeURL string) *sentType {
@@ -50,7 +51,7 @@ func (st *stream) sentOf(typeURL string) *sentType {
 	}
 	t, ok := st.sent[typeURL]
 	if !ok {
-		t = &sentType{Resources: map[string]*anypb.Any{}}
+		t = &sentType{}
 		st.sent[typeURL] = t
 	}
 	return t
@@ -173,11 +174,11 @@ func (c *callbacks) OnStreamResponse(_ context.Context, id int64, _ *discovery.D
 		return
 	}
 	c.s.metrics.pushes.WithLabelValues(typeLabel(resp.GetTypeUrl())).Inc()
+	snap := st.node.snapshotOf(resp.GetTypeUrl(), resp.GetVersionInfo())
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	t := st.sentOf(resp.GetTypeUrl())
-	t.Version, t.Nonce = resp.GetVersionInfo(), resp.GetNonce()
-	t.List = resp.GetResources()
+	t.Version, t.Nonce, t.Snap = resp.GetVersionInfo(), resp.GetNonce(), snap
 }
 
 // OnDeltaStreamOpen implements delta.Callbacks.
@@ -220,16 +221,11 @@ func (c *callbacks) OnStreamDeltaResponse(id int64, _ *discovery.DeltaDiscoveryR
 		return
 	}
 	c.s.metrics.pushes.WithLabelValues(typeLabel(resp.GetTypeUrl())).Inc()
+	snap := st.node.snapshotOf(resp.GetTypeUrl(), resp.GetSystemVersionInfo())
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	t := st.sentOf(resp.GetTypeUrl())
-	t.Version, t.Nonce = resp.GetSystemVersionInfo(), resp.GetNonce()
-	for _, r := range resp.GetResources() {
-		t.Resources[r.GetName()] = r.GetResource()
-	}
-	for _, name := range resp.GetRemovedResources() {
-		delete(t.Resources, name)
-	}
+	t.Version, t.Nonce, t.Snap = resp.GetSystemVersionInfo(), resp.GetNonce(), snap
 }
 
 // OnFetchRequest implements rest.Callbacks; REST is not served.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // ConnectionInfo describes one ADS stream in /debug/connections.
@@ -47,9 +46,9 @@ func (s *Server) Connections() []ConnectionInfo {
 			Identity: st.identity.String(), Connected: st.connected, Types: map[string]Status{}}
 		st.mu.Lock()
 		for typeURL, t := range st.sent {
-			n := len(t.List)
-			if st.key.delta {
-				n = len(t.Resources)
+			n := -1 // unknown: the snapshot was replaced before sending
+			if t.Snap != nil {
+				n = len(t.Snap.Resources[responseType(typeURL)].Items)
 			}
 			ci.Types[typeURL] = Status{Sent: t.Version, Acked: t.Acked, Rejected: t.Rejected, RejectReason: t.RejectReason, Resources: n}
 		}
@@ -65,8 +64,10 @@ func (s *Server) Connections() []ConnectionInfo {
 	return out
 }
 
-// ConfigDump returns, as JSON, exactly what the proxy's most recent stream
-// was last sent, per type URL: {"proxy": id, "stream": n, "types": {url:
+// ConfigDump returns, as JSON, what the proxy's most recent stream was
+// last sent, per type URL (the snapshot each last response was built
+// from; SotW EDS and RDS responses carry the subset the proxy asked for,
+// which is every one of them for Mizzen's proxy): {"proxy": id, "stream": n, "types": {url:
 // {"version": v, "resources": [...]}}}, resources in protojson sorted by
 // name. ok is false when the proxy is not connected.
 func (s *Server) ConfigDump(proxyID string) (_ []byte, ok bool, _ error) {
@@ -94,23 +95,17 @@ func (s *Server) ConfigDump(proxyID string) (_ []byte, ok bool, _ error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for typeURL, t := range st.sent {
-		list := t.List
-		if st.key.delta {
-			list = make([]*anypb.Any, 0, len(t.Resources))
-			for _, a := range t.Resources {
-				list = append(list, a)
-			}
+		if t.Snap == nil {
+			continue
 		}
 		type named struct {
 			name string
 			js   json.RawMessage
 		}
-		items := make([]named, 0, len(list))
-		for _, a := range list {
-			m, err := a.UnmarshalNew()
-			if err != nil {
-				return nil, true, fmt.Errorf("decoding a %s: %w", typeURL, err)
-			}
+		res := t.Snap.Resources[responseType(typeURL)].Items
+		items := make([]named, 0, len(res))
+		for _, r := range res {
+			m := r.Resource
 			js, err := protojson.Marshal(m)
 			if err != nil {
 				return nil, true, err

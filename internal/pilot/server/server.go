@@ -8,8 +8,6 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,7 +27,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/mizzen-mesh/mizzen/internal/pilot/model"
 	"github.com/mizzen-mesh/mizzen/internal/xds"
@@ -109,6 +106,10 @@ type Server struct {
 	notify    chan struct{}
 
 	pushMu sync.Mutex // one push at a time
+	// gen bounds concurrent generations (pushes and newly connected
+	// proxies together) to Workers: each holds a full configuration in
+	// memory while it is built.
+	gen chan struct{}
 
 	// seqMu pairs each PushContext with a sequence number so that a node
 	// never replaces its configuration with one from an older snapshot.
@@ -135,6 +136,26 @@ type node struct {
 	versions map[string]string
 	refs     int
 	seq      uint64 // of the snapshot the configuration was generated from
+
+	// recent are the last snapshots set, newest first, for the debug
+	// dump; recentMu is never held while the cache is called.
+	recentMu sync.Mutex
+	recent   [2]*cachev3.Snapshot
+}
+
+// snapshotOf returns the recent snapshot with the given version of a type.
+func (n *node) snapshotOf(typeURL, version string) *cachev3.Snapshot {
+	if n == nil {
+		return nil
+	}
+	n.recentMu.Lock()
+	defer n.recentMu.Unlock()
+	for _, s := range n.recent {
+		if s != nil && s.GetVersion(typeURL) == version {
+			return s
+		}
+	}
+	return nil
 }
 
 // snapshot returns the current PushContext and its sequence number.
@@ -179,6 +200,7 @@ func New(opts Options) (*Server, error) {
 		streams: map[streamKey]*stream{},
 		nodes:   map[string]*node{},
 		notify:  make(chan struct{}, 1),
+		gen:     make(chan struct{}, opts.Workers),
 	}
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{opts.Log})
 	return s, nil
@@ -296,6 +318,8 @@ func (s *Server) push(ctx context.Context, b *batch) {
 // generate builds and sets a node's full snapshot. With rebuild, the proxy
 // is built again from its node (pod labels may have changed).
 func (s *Server) generate(ctx context.Context, push *model.PushContext, seq uint64, n *node, rebuild bool) {
+	s.gen <- struct{}{}
+	defer func() { <-s.gen }()
 	start := time.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -340,6 +364,8 @@ func (s *Server) safeGenerate(push *model.PushContext, p *model.Proxy) (res *xds
 
 // generateEndpoints regenerates only the EDS clusters of hostnames.
 func (s *Server) generateEndpoints(ctx context.Context, push *model.PushContext, seq uint64, n *node, hostnames map[string]bool) {
+	s.gen <- struct{}{}
+	defer func() { <-s.gen }()
 	start := time.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -395,31 +421,44 @@ func (s *Server) generateEndpoints(ctx context.Context, push *model.PushContext,
 }
 
 // setSnapshot sets n's snapshot from n.res; only the types in changed are
-// hashed again, the others keep their versions (and are not resent).
-// Callers hold n.mu.
+// interned and hashed again, the others keep their versions (and are not
+// resent). Callers hold n.mu.
 func (s *Server) setSnapshot(ctx context.Context, n *node, changed map[string]bool) {
 	if n.versions == nil {
 		n.versions = map[string]string{}
 	}
-	lists := resourceLists(n.res)
-	snap := &cachev3.Snapshot{}
-	for typeURL, items := range lists {
-		if changed[typeURL] || n.versions[typeURL] == "" {
-			v, err := hashResources(items)
-			if err != nil {
-				s.metrics.internalErrors.Inc()
-				s.log.Error("hashing resources", "proxy", n.id, "type", typeURL, "err", err)
-				return
-			}
-			n.versions[typeURL] = v
+	todo := map[string]bool{}
+	for t := range changed {
+		todo[t] = true
+	}
+	for _, t := range allTypes {
+		if n.versions[t] == "" {
+			todo[t] = true
 		}
+	}
+	versions, err := internResources(n.res, todo)
+	if err != nil {
+		s.metrics.internalErrors.Inc()
+		s.log.Error("encoding resources", "proxy", n.id, "err", err)
+		return
+	}
+	for t, v := range versions {
+		n.versions[t] = v
+	}
+	snap := &cachev3.Snapshot{}
+	for typeURL, items := range resourceLists(n.res) {
 		snap.Resources[responseType(typeURL)] = cachev3.NewResources(n.versions[typeURL], items)
 	}
+	n.recentMu.Lock()
+	n.recent[1], n.recent[0] = n.recent[0], snap
+	n.recentMu.Unlock()
 	if err := s.cache.SetSnapshot(ctx, n.id, snap); err != nil {
 		s.metrics.internalErrors.Inc()
 		s.log.Error("setting snapshot", "proxy", n.id, "err", err)
 	}
 }
+
+var allTypes = []string{xds.ClusterType, xds.EndpointType, xds.ListenerType, xds.RouteType, xds.SecretType}
 
 func resourceLists(r *xds.Resources) map[string][]types.Resource {
 	out := map[string][]types.Resource{
@@ -459,28 +498,6 @@ func responseType(typeURL string) types.ResponseType {
 		return types.Route
 	}
 	return types.Secret
-}
-
-// hashResources versions a list by its content, so an unchanged list keeps
-// its version and is not sent again.
-func hashResources(items []types.Resource) (string, error) {
-	h := sha256.New()
-	opts := proto.MarshalOptions{Deterministic: true}
-	var buf []byte
-	for _, it := range items {
-		var err error
-		buf, err = opts.MarshalAppend(buf[:0], it)
-		if err != nil {
-			return "", err
-		}
-		var l [8]byte
-		for i := range 8 {
-			l[i] = byte(len(buf) >> (8 * i))
-		}
-		h.Write(l[:])
-		h.Write(buf)
-	}
-	return hex.EncodeToString(h.Sum(nil)[:8]), nil
 }
 
 // connect registers a stream's node after its identity was verified, and

@@ -52,6 +52,42 @@ type Options struct {
 	Reject func(u Update) string
 	// Updates receives every response; it must be drained (or nil).
 	Updates chan<- Update
+	// OnUpdate, when set, is called with every response after the client
+	// answered it (ACK or NACK), on the stream's goroutine.
+	OnUpdate func(Update)
+	// Light clients (SotW only) keep no resources, for load tests: they
+	// decode a response only to find the names to subscribe to, once per
+	// version through Names, shared by every client.
+	Light bool
+	Names *NameCache
+}
+
+// NameCache remembers the EDS names a clusters version and the RDS names
+// a listeners version need (versions are content hashes, so proxies with
+// the same configuration share them).
+type NameCache struct {
+	mu sync.Mutex
+	m  map[string][]string
+}
+
+func (n *NameCache) get(typeURL, version string, compute func() ([]string, error)) ([]string, error) {
+	n.mu.Lock()
+	if v, ok := n.m[typeURL+"/"+version]; ok {
+		n.mu.Unlock()
+		return v, nil
+	}
+	n.mu.Unlock()
+	v, err := compute()
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	if n.m == nil {
+		n.m = map[string][]string{}
+	}
+	n.m[typeURL+"/"+version] = v
+	n.mu.Unlock()
+	return v, nil
 }
 
 // Client is one ADS stream.
@@ -173,6 +209,7 @@ func (c *Client) request(typeURL, errMsg string) error {
 // difference, the SotW one the new list.
 func (c *Client) subscribe(typeURL string, names []string) error {
 	st := c.state[typeURL]
+	names = append([]string(nil), names...)
 	sort.Strings(names)
 	if st.requested && equal(st.names, names) || !st.requested && len(names) == 0 {
 		return nil // like a proxy, do not ask for nothing (which would mean everything)
@@ -258,6 +295,9 @@ func (c *Client) handleSotw(resp *discovery.DiscoveryResponse) error {
 	if !ok {
 		return fmt.Errorf("response of unrequested type %s", resp.GetTypeUrl())
 	}
+	if c.opts.Light {
+		return c.finishLight(resp)
+	}
 	res := map[string]proto.Message{}
 	for _, a := range resp.GetResources() {
 		m, name, err := decode(a)
@@ -312,6 +352,9 @@ func (c *Client) finish(typeURL, version, nonce string, res map[string]proto.Mes
 	if err := c.request(typeURL, u.Rejected); err != nil {
 		return err
 	}
+	if c.opts.OnUpdate != nil {
+		c.opts.OnUpdate(u)
+	}
 	if u.Rejected != "" {
 		return nil
 	}
@@ -326,6 +369,47 @@ func (c *Client) finish(typeURL, version, nonce string, res map[string]proto.Mes
 		return c.subscribe(RouteType, names)
 	}
 	return nil
+}
+
+// finishLight ACKs a response and follows its dependencies without
+// keeping it.
+func (c *Client) finishLight(resp *discovery.DiscoveryResponse) error {
+	typeURL := resp.GetTypeUrl()
+	st := c.state[typeURL]
+	st.nonce, st.acked = resp.GetNonce(), resp.GetVersionInfo()
+	if err := c.request(typeURL, ""); err != nil {
+		return err
+	}
+	if c.opts.OnUpdate != nil {
+		c.opts.OnUpdate(Update{TypeURL: typeURL, Version: resp.GetVersionInfo()})
+	}
+	if typeURL != ClusterType && typeURL != ListenerType {
+		return nil
+	}
+	if c.opts.Names == nil {
+		c.opts.Names = &NameCache{}
+	}
+	names, err := c.opts.Names.get(typeURL, resp.GetVersionInfo(), func() ([]string, error) {
+		res := map[string]proto.Message{}
+		for _, a := range resp.GetResources() {
+			m, name, err := decode(a)
+			if err != nil {
+				return nil, err
+			}
+			res[name] = m
+		}
+		if typeURL == ClusterType {
+			return edsNames(res), nil
+		}
+		return rdsNames(res)
+	})
+	if err != nil {
+		return err
+	}
+	if typeURL == ClusterType {
+		return c.subscribe(EndpointType, names)
+	}
+	return c.subscribe(RouteType, names)
 }
 
 func edsNames(clusters map[string]proto.Message) []string {

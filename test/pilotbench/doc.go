@@ -1,0 +1,3 @@
+// Package pilotbench measures the control plane at scale: see
+// pilot_test.go (build tag bench) and the xdsload program.
+package pilotbench
