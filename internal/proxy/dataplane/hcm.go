@@ -261,7 +261,12 @@ func (h *hcm) record(r *http.Request, rw *respWriter, ci *connInfo, ri RequestIn
 	l := statLabels{code: fmt.Sprint(rw.code), flags: ri.ResponseFlags, protocol: "http", service: ri.Cluster}
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 		l.protocol = "grpc"
+		// grpc-status comes as a trailer (declared, or with the
+		// net/http trailer prefix) or, for errors, as a header.
 		l.grpcStatus = rw.Header().Get("Grpc-Status")
+		if l.grpcStatus == "" {
+			l.grpcStatus = rw.Header().Get(http.TrailerPrefix + "Grpc-Status")
+		}
 	}
 	td := h.d.opts.Node.TrustDomain
 	if h.stats.inbound() {
