@@ -7,7 +7,8 @@
 // Ports (defaults, as the chart expects them): 15012 gRPC over TLS (ADS with
 // a client certificate required, the CSR service with a ServiceAccount
 // token), 15010 plaintext gRPC (off unless PlaintextAddr is set), 8080
-// /ready, 15014 /metrics and /debug/..., 15017 the webhook (/validate).
+// /ready, 15014 /metrics, /debug/config_dump, /debug/connections and
+// /debug/pprof, 15017 the webhook (/validate).
 //
 // The CA needs no leader election: the self-signed root is created with
 // create-if-absent (every replica ends up with the one root that won), and
@@ -22,6 +23,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -94,7 +96,7 @@ type Options struct {
 	// whose caBundle the control plane keeps set to the mesh root; none
 	// when empty.
 	ValidatingWebhookConfig string
-	Log     *slog.Logger
+	Log                     *slog.Logger
 }
 
 // Addresses are the bound listen addresses.
@@ -285,6 +287,10 @@ func Run(ctx context.Context, opts Options) error {
 	monMux := http.NewServeMux()
 	monMux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	monMux.Handle("/debug/", srv.DebugHandler())
+	monMux.HandleFunc("/debug/pprof/", pprof.Index)
+	monMux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	monMux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	monMux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	monMux.Handle("GET /ready", readyMux)
 	hookMux := http.NewServeMux()
 	webhook := opts.Webhook
