@@ -1,10 +1,17 @@
 package xds
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"testing"
+	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -16,6 +23,7 @@ import (
 
 	"github.com/mizzen-mesh/mizzen/internal/pilot/model"
 	"github.com/mizzen-mesh/mizzen/internal/proxy/config"
+	"github.com/mizzen-mesh/mizzen/internal/proxy/dataplane"
 	"github.com/mizzen-mesh/mizzen/internal/proxy/router"
 	"github.com/mizzen-mesh/mizzen/internal/proxy/upstream"
 )
@@ -131,5 +139,81 @@ func TestProxyAcceptsBookinfo(t *testing.T) {
 	none.InterceptionMode = model.InterceptionNone
 	for _, p := range []*model.Proxy{productpageProxy(), none, ingressProxy()} {
 		proxyAccepts(t, Generate(bookinfo(), p))
+	}
+}
+
+// selfSigned returns a PEM key pair for gateway credentials.
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bookinfo.example.com"}, DNSNames: []string{"bookinfo.example.com"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// TestProxyDataplaneAcceptsBookinfo applies the whole translation
+// (listeners included) to Mizzen's data plane, binding on a loopback
+// address of its own.
+func TestProxyDataplaneAcceptsBookinfo(t *testing.T) {
+	cert, key := selfSigned(t)
+	none := productpageProxy()
+	none.InterceptionMode = model.InterceptionNone
+	none.InboundBindAddress, none.OutboundBindAddress, none.AppAddress = "127.0.83.2", "127.0.83.3", "127.0.83.4"
+	for _, tc := range []struct {
+		name  string
+		proxy *model.Proxy
+		mode  config.Mode
+	}{
+		{"sidecar", productpageProxy(), config.ModeSidecar},
+		{"sidecar-none", none, config.ModeSidecar},
+		{"ingressgateway", ingressProxy(), config.ModeRouter},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			push := bookinfo()
+			push.Credentials["istio-system/bookinfo-cred"] = &model.Credential{CertChain: cert, PrivateKey: key, CACert: cert}
+			r := Generate(push, tc.proxy)
+			snap := &config.Snapshot{
+				Listeners: map[string]*listener.Listener{}, Routes: map[string]*route.RouteConfiguration{},
+				Clusters: map[string]*cluster.Cluster{}, Endpoints: map[string]*endpoint.ClusterLoadAssignment{}, Secrets: map[string]*tlsv3.Secret{},
+			}
+			for _, x := range r.Listeners {
+				snap.Listeners[x.Name] = x
+			}
+			for _, x := range r.Routes {
+				snap.Routes[x.Name] = x
+			}
+			for _, x := range r.Clusters {
+				snap.Clusters[x.Name] = x
+			}
+			for _, x := range r.Endpoints {
+				snap.Endpoints[x.ClusterName] = x
+			}
+			for _, x := range r.Secrets {
+				snap.Secrets[x.Name] = x
+			}
+			d, err := dataplane.New(dataplane.Options{
+				Node:    &config.Node{Mode: tc.mode, ID: tc.proxy.ID, Namespace: tc.proxy.Namespace, PodName: tc.proxy.PodName, IPs: tc.proxy.IPs, Labels: tc.proxy.Labels},
+				Secrets: noSecrets{}, BindAddress: "127.0.83.1",
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if err := d.Apply(snap); err != nil {
+				t.Errorf("data plane rejects the translation: %v", err)
+			}
+		})
 	}
 }
