@@ -257,7 +257,7 @@ func (x *exchange) forward(v *requestView) {
 			prev = append(prev, h)
 		}
 		canRetry := func() bool {
-			if rp == nil || attempt >= maxAttempts || (body != nil && !body.replayable()) || up != "" {
+			if rp == nil || attempt >= maxAttempts || (body != nil && !body.replayable()) || up != "" || !rp.requestAllowed(v) {
 				return false
 			}
 			release, ok := c.AcquireRetry()
@@ -325,7 +325,7 @@ func (x *exchange) forward(v *requestView) {
 			}
 			return
 		}
-		if rp != nil && rp.retryStatus(r.StatusCode, r.Header.Get("Grpc-Status")) {
+		if rp != nil && rp.retryResponse(r) {
 			if canRetry() {
 				r.Body.Close()
 				attemptCancel()

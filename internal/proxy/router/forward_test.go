@@ -227,7 +227,13 @@ func TestRetries(t *testing.T) {
 		toCluster("three", prefixMatch("/three"), "flaky", retry("5xx", 3)),
 		toCluster("one", prefixMatch("/one"), "flaky", retry("gateway-error", 1)),
 		toCluster("codes", prefixMatch("/codes"), "flaky", retry("retriable-status-codes", 3, func(p *routev3.RetryPolicy) { p.RetriableStatusCodes = []uint32{503} })),
-		toCluster("connect-only", prefixMatch("/connect-only"), "flaky", retry("connect-failure", 3)),
+		toCluster("connect-only", prefixMatch("/connect-only"), "flaky", retry("connect-failure,unknown-name", 3)),
+		toCluster("headers", prefixMatch("/headers"), "flaky", retry("retriable-headers", 3, func(p *routev3.RetryPolicy) {
+			p.RetriableHeaders = []*routev3.HeaderMatcher{{Name: ":status", HeaderMatchSpecifier: &routev3.HeaderMatcher_SafeRegexMatch{SafeRegexMatch: regex(`5\d\d`)}}}
+		})),
+		toCluster("request-headers", prefixMatch("/request-headers"), "flaky", retry("5xx", 3, func(p *routev3.RetryPolicy) {
+			p.RetriableRequestHeaders = []*routev3.HeaderMatcher{{Name: ":method", HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: exactStr("GET")}}}
+		})),
 		toCluster("none", prefixMatch("/none"), "flaky"),
 	)
 	p := newProxy(t, routeConfig(vh), set)
@@ -241,6 +247,8 @@ func TestRetries(t *testing.T) {
 		{"/one", 503, 2, "URX"},
 		{"/codes", 200, 3, ""},
 		{"/connect-only", 503, 1, ""},
+		{"/request-headers", 503, 1, ""}, // only GET requests are retried
+		{"/headers", 200, 3, ""},
 		{"/none", 503, 1, ""},
 	}
 	for _, tc := range cases {

@@ -108,7 +108,7 @@ func compileHeaderMatcher(h *routev3.HeaderMatcher) (headerMatcher, error) {
 		hm.name = http.CanonicalHeaderKey(hm.name)
 	} else {
 		switch hm.name {
-		case ":method", ":authority", ":scheme", ":path":
+		case ":method", ":authority", ":scheme", ":path", ":status":
 		default:
 			return hm, fmt.Errorf("pseudo header %q is not supported", hm.name)
 		}
@@ -158,6 +158,7 @@ type requestView struct {
 	scheme string
 	query  url.Values // parsed on demand
 	parsed bool
+	status string // ":status" when matching a response
 }
 
 func (v *requestView) header(name string) (string, bool) {
@@ -170,6 +171,8 @@ func (v *requestView) header(name string) (string, bool) {
 		return v.scheme, true
 	case ":path":
 		return v.r.URL.RequestURI(), true
+	case ":status":
+		return v.status, v.status != ""
 	}
 	vals, ok := v.r.Header[name]
 	if !ok {

@@ -152,9 +152,9 @@ func TestCompileRejects(t *testing.T) {
 			route(rc).TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.lua": {}}
 		}, "envoy.filters.http.lua"},
 		{"hedge policy", func(rc *routev3.RouteConfiguration) { action(rc).HedgePolicy = &routev3.HedgePolicy{} }, "hedge_policy"},
-		{"unknown retry_on", func(rc *routev3.RouteConfiguration) {
-			action(rc).RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx,sometimes"}
-		}, "sometimes"},
+		{"retry priority", func(rc *routev3.RouteConfiguration) {
+			action(rc).RetryPolicy = &routev3.RetryPolicy{RetryOn: "5xx", RetryPriority: &routev3.RetryPolicy_RetryPriority{Name: "envoy.retry_priorities.previous_priorities"}}
+		}, "retry_priority"},
 		{"zero weights", func(rc *routev3.RouteConfiguration) {
 			action(rc).ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{
 				Clusters: []*routev3.WeightedCluster_ClusterWeight{{Name: "a", Weight: wrapperspb.UInt32(0)}},

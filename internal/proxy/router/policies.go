@@ -2,6 +2,8 @@ package router
 
 import (
 	"fmt"
+	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -35,6 +37,9 @@ const (
 	retryGRPCResourceExhausted
 	retryGRPCUnavailable
 	retryGRPCInternal
+	retryRateLimited
+	retryHeaders
+	retryResetBeforeRequest
 )
 
 var retryOnNames = map[string]retryOn{
@@ -50,10 +55,18 @@ var retryOnNames = map[string]retryOn{
 	"resource-exhausted":     retryGRPCResourceExhausted,
 	"unavailable":            retryGRPCUnavailable,
 	"internal":               retryGRPCInternal,
+	"envoy-ratelimited":      retryRateLimited,
+	"retriable-headers":      retryHeaders,
+	"reset-before-request":   retryResetBeforeRequest,
+	// HTTP/3 is never used upstream, so this never applies.
+	"http3-post-connect-failure": 0,
 }
 
 type retryPolicy struct {
 	on          retryOn
+	resHeaders  []headerMatcher // retriable_headers, on the response
+	reqHeaders  []headerMatcher // retriable_request_headers
+	ignored     []string        // retry_on names Envoy does not know
 	numRetries  int
 	perTry      time.Duration
 	codes       map[int]bool
@@ -75,7 +88,9 @@ func compileRetry(p *routev3.RetryPolicy) (*retryPolicy, error) {
 		}
 		f, ok := retryOnNames[name]
 		if !ok {
-			return nil, fmt.Errorf("retry_on %q is not supported", name)
+			// Envoy ignores names it does not know; so does the router.
+			rp.ignored = append(rp.ignored, name)
+			continue
 		}
 		rp.on |= f
 	}
@@ -94,6 +109,20 @@ func compileRetry(p *routev3.RetryPolicy) (*retryPolicy, error) {
 			rp.maxBackoff = b.GetMaxInterval().AsDuration()
 		}
 	}
+	for _, h := range p.GetRetriableHeaders() {
+		hm, err := compileHeaderMatcher(h)
+		if err != nil {
+			return nil, fmt.Errorf("retriable_headers: %w", err)
+		}
+		rp.resHeaders = append(rp.resHeaders, hm)
+	}
+	for _, h := range p.GetRetriableRequestHeaders() {
+		hm, err := compileHeaderMatcher(h)
+		if err != nil {
+			return nil, fmt.Errorf("retriable_request_headers: %w", err)
+		}
+		rp.reqHeaders = append(rp.reqHeaders, hm)
+	}
 	if rp.maxBackoff == 0 {
 		rp.maxBackoff = 10 * rp.baseBackoff
 	}
@@ -109,18 +138,47 @@ func compileRetry(p *routev3.RetryPolicy) (*retryPolicy, error) {
 		return nil, fmt.Errorf("retry_options_predicates are not supported")
 	case p.GetRateLimitedRetryBackOff() != nil:
 		return nil, fmt.Errorf("rate_limited_retry_back_off is not supported")
-	case len(p.GetRetriableHeaders()) > 0:
-		return nil, fmt.Errorf("retriable_headers are not supported")
-	case len(p.GetRetriableRequestHeaders()) > 0:
-		return nil, fmt.Errorf("retriable_request_headers are not supported")
 	case p.GetPerTryIdleTimeout() != nil:
 		return nil, fmt.Errorf("per_try_idle_timeout is not supported")
 	}
 	return rp, nil
 }
 
-// retryStatus reports whether a response with this status and headers is
-// retried under the policy.
+// requestAllowed reports whether retriable_request_headers allow retrying
+// the request (any matcher matching; no matchers: always).
+func (rp *retryPolicy) requestAllowed(v *requestView) bool {
+	if len(rp.reqHeaders) == 0 {
+		return true
+	}
+	for i := range rp.reqHeaders {
+		if rp.reqHeaders[i].match(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// retryResponse reports whether a response is retried under the policy.
+func (rp *retryPolicy) retryResponse(resp *http.Response) bool {
+	if rp.retryStatus(resp.StatusCode, resp.Header.Get("Grpc-Status")) {
+		return true
+	}
+	if rp.on&retryRateLimited != 0 && resp.Header.Get("X-Envoy-Ratelimited") != "" {
+		return true
+	}
+	if rp.on&retryHeaders != 0 {
+		v := &requestView{r: &http.Request{Header: resp.Header, URL: &url.URL{}}, status: strconv.Itoa(resp.StatusCode)}
+		for i := range rp.resHeaders {
+			if rp.resHeaders[i].match(v) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// retryStatus reports whether a response with this status and grpc-status
+// is retried under the policy.
 func (rp *retryPolicy) retryStatus(status int, grpcStatus string) bool {
 	switch {
 	case rp.on&retry5xx != 0 && status >= 500:
@@ -165,11 +223,11 @@ func (rp *retryPolicy) retryFailure(k failureKind) bool {
 	}
 	switch k {
 	case failConnect:
-		return rp.on&retryConnectFailure != 0
+		return rp.on&(retryConnectFailure|retryResetBeforeRequest) != 0
 	case failReset:
 		return rp.on&retryReset != 0
 	case failRefused:
-		return rp.on&(retryRefusedStream|retryReset) != 0
+		return rp.on&(retryRefusedStream|retryReset|retryResetBeforeRequest) != 0
 	}
 	return false
 }
