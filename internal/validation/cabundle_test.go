@@ -55,6 +55,27 @@ func TestKeepCABundleFake(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("KeepCABundle: %v", err)
 	}
+	// A configuration created after the loop started (the operator may
+	// apply it after istiod is up) gets the caBundle too.
+	later := vwc.DeepCopy()
+	later.Name = "istio-validator-canary-istio-system"
+	later.Webhooks[1].ClientConfig.CABundle = nil
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		done <- KeepCABundle(ctx, cs, later.Name, ca, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if _, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, later, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	vwc.Name = later.Name
+	waitCA("created later")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("KeepCABundle: %v", err)
+	}
+
 	if err := KeepCABundle(context.Background(), cs, vwc.Name, nil, slog.Default()); err == nil {
 		t.Error("no CA: want an error")
 	}
