@@ -199,7 +199,6 @@ func (x *exchange) forward(v *requestView) {
 		prev     []*upstream.Host
 		resp     *http.Response
 		releases []func()
-		lastErr  error
 	)
 	defer func() {
 		for _, r := range releases {
@@ -268,7 +267,6 @@ func (x *exchange) forward(v *requestView) {
 			return true
 		}
 		if err != nil {
-			lastErr = err
 			x.info.UpstreamFailure = err.Error()
 			var ce *upstream.ConnectError
 			var kind failureKind
@@ -339,7 +337,6 @@ func (x *exchange) forward(v *requestView) {
 		resp = r
 		break
 	}
-	_ = lastErr
 	defer resp.Body.Close()
 
 	if resp.StatusCode == http.StatusSwitchingProtocols && up != "" {

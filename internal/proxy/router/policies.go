@@ -66,7 +66,6 @@ type retryPolicy struct {
 	on          retryOn
 	resHeaders  []headerMatcher // retriable_headers, on the response
 	reqHeaders  []headerMatcher // retriable_request_headers
-	ignored     []string        // retry_on names Envoy does not know
 	numRetries  int
 	perTry      time.Duration
 	codes       map[int]bool
@@ -88,9 +87,8 @@ func compileRetry(p *routev3.RetryPolicy) (*retryPolicy, error) {
 		}
 		f, ok := retryOnNames[name]
 		if !ok {
-			// Envoy ignores names it does not know; so does the router.
-			rp.ignored = append(rp.ignored, name)
-			continue
+			continue // Envoy ignores names it does not know; so does the router
+
 		}
 		rp.on |= f
 	}
