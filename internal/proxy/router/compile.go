@@ -2,6 +2,21 @@
 // RouteConfiguration into a Table (Compile) and serves requests with it
 // (NewHandler), forwarding them to the clusters of internal/proxy/upstream
 // with Envoy's route semantics as described in docs/xds.md.
+//
+// Per request the handler: picks the virtual host (exact, suffix and
+// prefix wildcards, "*") and the first matching route; applies the
+// route's (else the virtual host's) fault and CORS policies in the HTTP
+// filter order of docs/xds.md; then redirects, answers directly, or
+// forwards. Forwarding strips hop-by-hop headers, sets x-request-id,
+// x-forwarded-proto, x-envoy-attempt-count and
+// x-envoy-expected-rq-timeout-ms, applies header mutations from the most
+// specific level to the least (weighted cluster, route, virtual host,
+// route configuration), rewrites path and authority, mirrors, hashes for
+// consistent hashing, and retries with jittered back-off while the
+// request body fits the buffer limit. Responses stream (headers first,
+// flushes for unknown lengths, trailers kept). Local replies use Envoy's
+// status codes, bodies and response flags; gRPC requests get a gRPC status
+// instead.
 package router
 
 import (

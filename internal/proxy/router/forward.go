@@ -122,9 +122,6 @@ func (x *exchange) forward(v *requestView) {
 	if wc != nil && wc.hostLiteral != "" {
 		host = wc.hostLiteral
 	}
-	if host != x.r.Host {
-		hdr.Set("X-Forwarded-Host", x.r.Host)
-	}
 	path := v.path
 	switch {
 	case ra.prefixRewrite != "":
