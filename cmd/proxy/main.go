@@ -110,6 +110,7 @@ func parseAgentFlags(mode config.Mode, args, env []string, stderr io.Writer) (ag
 	fs.StringVar(&o.StatusAddress, "status-address", "", "status server with app probes (default :15020; - disables)")
 	fs.StringVar(&o.HealthAddress, "health-address", "", "readiness server (default :15021; - disables)")
 	fs.StringVar(&o.StatsAddress, "stats-address", "", "Prometheus server (default :15090; - disables)")
+	fs.StringVar(&o.BindAddress, "bind-address", "", "address that listeners asking for 0.0.0.0 bind instead (default: as asked)")
 	fs.Var(&metadata, "metadata", "node metadata KEY=VALUE (repeatable)")
 	fs.Var(&labels, "labels", "pod label k=v, instead of the labels file (repeatable)")
 	if err := fs.Parse(args); err != nil {

@@ -60,6 +60,9 @@ type DataplaneOptions struct {
 	Secrets  config.Secrets
 	Log      *slog.Logger
 	Registry *prometheus.Registry
+	// BindAddress replaces the unspecified address (0.0.0.0) of the
+	// listeners the proxy binds (Options.BindAddress).
+	BindAddress string
 }
 
 // NewDataplaneFunc builds the data plane (cmd/proxy wires dataplane.New).
@@ -101,6 +104,9 @@ type Options struct {
 	StatusAddress string
 	HealthAddress string
 	StatsAddress  string
+	// BindAddress, when set, is the address listeners that ask for
+	// 0.0.0.0 bind instead (a gateway on a loopback address in tests).
+	BindAddress string
 
 	NewDataplane NewDataplaneFunc
 	Log          *slog.Logger
@@ -293,7 +299,7 @@ func isClosed(c <-chan struct{}) bool {
 
 func (a *Agent) run(ctx context.Context) error {
 	var err error
-	a.dp, err = a.opts.NewDataplane(DataplaneOptions{Node: a.node, Secrets: a.certs, Log: a.log.With("component", "dataplane"), Registry: a.reg})
+	a.dp, err = a.opts.NewDataplane(DataplaneOptions{Node: a.node, Secrets: a.certs, Log: a.log.With("component", "dataplane"), Registry: a.reg, BindAddress: a.opts.BindAddress})
 	if err != nil {
 		return fmt.Errorf("starting the data plane: %w", err)
 	}
