@@ -97,7 +97,7 @@ func TestGatewayRoutes(t *testing.T) {
 		t.Fatalf("virtual host for * = %v", star)
 	}
 	myapp := star.Routes[len(star.Routes)-1]
-	if myapp.Match.GetPrefix() != "/myapp" || myapp.GetRoute().PrefixRewrite != "/" {
+	if rr := myapp.GetRoute().GetRegexRewrite(); myapp.Match.GetPrefix() != "/myapp" || rr.GetPattern().GetRegex() != "^/myapp/*" || rr.GetSubstitution() != "/" {
 		t.Errorf("/myapp route = %v", myapp)
 	}
 	wc := myapp.GetRoute().GetWeightedClusters().GetClusters()

@@ -352,6 +352,15 @@ func (g *gen) translateHTTPRoute(vs *model.Config[*networking.VirtualService], h
 		if err != nil {
 			return nil, err
 		}
+		// Like Istio: rewriting a prefix to "/" must not leave "//x" behind
+		// ("/myapp/x" → "/x", "/myapp" → "/").
+		if p := rm.GetPrefix(); action.PrefixRewrite == "/" && p != "" && p != "/" {
+			action.PrefixRewrite = ""
+			action.RegexRewrite = &matcher.RegexMatchAndSubstitute{
+				Pattern:      &matcher.RegexMatcher{Regex: "^" + regexp.QuoteMeta(strings.TrimSuffix(p, "/")) + "/*"},
+				Substitution: "/",
+			}
+		}
 		r.Action = &route.Route_Route{Route: action}
 		r.Decorator = &route.Decorator{Operation: op}
 	}

@@ -1,0 +1,132 @@
+package xds
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	networking "istio.io/api/networking/v1alpha3"
+
+	"github.com/mizzen-mesh/mizzen/internal/pilot/model"
+	"github.com/mizzen-mesh/mizzen/internal/proxy/config"
+	"github.com/mizzen-mesh/mizzen/internal/proxy/dataplane"
+)
+
+// backend serves its name over HTTP on a loopback address; it returns the
+// port.
+func backend(t *testing.T, ip, name string) uint32 {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Skipf("cannot listen on %s: %v", ip, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s", name, r.URL.Path)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return uint32(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// TestTrafficThroughDataplane runs a VirtualService (header match to v2,
+// rewrite, default to v1) through Mizzen's data plane on loopback, with
+// interception NONE, and checks where requests land.
+func TestTrafficThroughDataplane(t *testing.T) {
+	const proxyIP = "127.0.83.20"
+	p1 := backend(t, "127.0.83.11", "v1")
+	p2 := backend(t, "127.0.83.12", "v2")
+	reviews := kubeSvc("reviews", "default", "10.96.0.11", httpPort(9080))
+	ep := func(ip string, port uint32, version string) *model.Endpoint {
+		e := pod(ip, "default", "reviews", version, "reviews", port, 9080)
+		e.TLSMode = "disabled"
+		return e
+	}
+	push := &model.PushContext{
+		DomainSuffix: "cluster.local", TrustDomain: "cluster.local", RootNamespace: "istio-system",
+		Services:  []*model.Service{reviews},
+		Endpoints: map[string][]*model.Endpoint{model.ServiceKey(reviews): {ep("127.0.83.11", p1, "v1"), ep("127.0.83.12", p2, "v2")}},
+		DestinationRules: []model.Config[*networking.DestinationRule]{cfg(model.KindDestinationRule, "default", "reviews", 1, &networking.DestinationRule{
+			Host:    "reviews",
+			Subsets: []*networking.Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}, {Name: "v2", Labels: map[string]string{"version": "v2"}}},
+		})},
+		VirtualServices: []model.Config[*networking.VirtualService]{cfg(model.KindVirtualService, "default", "reviews", 1, &networking.VirtualService{
+			Hosts: []string{"reviews"},
+			Http: []*networking.HTTPRoute{
+				{Match: []*networking.HTTPMatchRequest{{Headers: map[string]*networking.StringMatch{"end-user": sm("exact", "jason")}}}, Route: []*networking.HTTPRouteDestination{{Destination: dest("reviews", "v2", 0)}}},
+				{Match: []*networking.HTTPMatchRequest{{Uri: sm("prefix", "/myapp")}}, Rewrite: &networking.HTTPRewrite{Uri: "/"}, Route: []*networking.HTTPRouteDestination{{Destination: dest("reviews", "v2", 0)}}},
+				{Match: []*networking.HTTPMatchRequest{{Uri: sm("exact", "/teapot")}}, DirectResponse: &networking.HTTPDirectResponse{Status: 418}},
+				{Route: []*networking.HTTPRouteDestination{{Destination: dest("reviews", "v1", 0)}}},
+			},
+		})},
+	}
+	proxy := productpageProxy()
+	proxy.InterceptionMode = model.InterceptionNone
+	proxy.IPs = []string{"127.0.83.21"}
+	proxy.OutboundBindAddress = proxyIP
+
+	r := Generate(push, proxy)
+	if len(r.Skipped) > 0 {
+		t.Fatalf("skipped: %v", r.Skipped)
+	}
+	snap := &config.Snapshot{
+		Listeners: map[string]*listener.Listener{}, Routes: map[string]*route.RouteConfiguration{},
+		Clusters: map[string]*cluster.Cluster{}, Endpoints: map[string]*endpoint.ClusterLoadAssignment{}, Secrets: map[string]*tlsv3.Secret{},
+	}
+	for _, x := range r.Listeners {
+		snap.Listeners[x.Name] = x
+	}
+	for _, x := range r.Routes {
+		snap.Routes[x.Name] = x
+	}
+	for _, x := range r.Clusters {
+		snap.Clusters[x.Name] = x
+	}
+	for _, x := range r.Endpoints {
+		snap.Endpoints[x.ClusterName] = x
+	}
+	d, err := dataplane.New(dataplane.Options{Node: &config.Node{Mode: config.ModeSidecar, ID: proxy.ID, Namespace: "default", IPs: proxy.IPs, Labels: proxy.Labels}, Secrets: noSecrets{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Apply(snap); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+
+	client := &http.Client{Timeout: 10 * time.Second}
+	tests := []struct {
+		path, host, user string
+		status           int
+		body             string
+	}{
+		{"/reviews/1", "reviews", "", 200, "v1 /reviews/1"},
+		{"/reviews/1", "reviews.default.svc.cluster.local:9080", "jason", 200, "v2 /reviews/1"},
+		{"/myapp/x", "reviews.default", "", 200, "v2 /x"},
+		{"/teapot", "reviews", "", 418, ""},
+	}
+	for _, tc := range tests {
+		req, _ := http.NewRequest("GET", "http://"+proxyIP+":9080"+tc.path, nil)
+		req.Host = tc.host
+		if tc.user != "" {
+			req.Header.Set("end-user", tc.user)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Errorf("%s %s: %v", tc.host, tc.path, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || (tc.body != "" && string(body) != tc.body) {
+			t.Errorf("%s %s (user %q): %d %q, want %d %q", tc.host, tc.path, tc.user, resp.StatusCode, body, tc.status, tc.body)
+		}
+	}
+}
