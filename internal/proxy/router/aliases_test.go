@@ -5,6 +5,7 @@ import (
 	faultcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -26,3 +27,5 @@ type (
 type routev3RouteAction = routev3.RouteAction
 
 func anyOfErr(m proto.Message) (*anypb.Any, error) { return anypb.New(m) }
+
+type matcherv3StringMatcher = matcherv3.StringMatcher

@@ -454,10 +454,8 @@ func compileCORS(c *corsv3.CorsPolicy) (*corsPolicy, error) {
 
 func (c *corsPolicy) allowed(origin string) bool {
 	for i := range c.origins {
-		if c.origins[i].kind == matchExact && c.origins[i].value == "*" {
-			return true
-		}
-		if c.origins[i].match(origin) {
+		// Like Envoy, a matcher that accepts "*" allows every origin.
+		if c.origins[i].match("*") || c.origins[i].match(origin) {
 			return true
 		}
 	}
