@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
@@ -74,6 +75,9 @@ func walkMessage(p *field.Path, v any, md protoreflect.MessageDescriptor, e *err
 		}
 		if val == nil {
 			continue
+		}
+		if opts, ok := fd.Options().(*descriptorpb.FieldOptions); ok && opts.GetDeprecated() {
+			e.warn(fp, "%s is deprecated", k)
 		}
 		if o := fd.ContainingOneof(); o != nil && !o.IsSynthetic() {
 			if other, ok := oneofSet[o.FullName()]; ok {

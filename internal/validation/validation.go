@@ -111,8 +111,16 @@ func Supported(gvk schema.GroupVersionKind) bool {
 // object; otherwise an error that joins one *FieldError per problem
 // (errors.Join), or an error wrapping ErrUnsupportedKind.
 func Validate(gvk schema.GroupVersionKind, obj *unstructured.Unstructured) error {
+	_, err := ValidateWithWarnings(gvk, obj)
+	return err
+}
+
+// ValidateWithWarnings is Validate that also returns warnings about valid
+// but discouraged settings (fields the Istio API marks deprecated), each
+// naming its field.
+func ValidateWithWarnings(gvk schema.GroupVersionKind, obj *unstructured.Unstructured) ([]string, error) {
 	if !Supported(gvk) {
-		return fmt.Errorf("%w: %s", ErrUnsupportedKind, gvk)
+		return nil, fmt.Errorf("%w: %s", ErrUnsupportedKind, gvk)
 	}
 	k := kinds[gvk.GroupKind()]
 	var e errorList
@@ -122,19 +130,24 @@ func Validate(gvk schema.GroupVersionKind, obj *unstructured.Unstructured) error
 	if e.len() == 0 {
 		k.validate(spec, meta, &e)
 	}
-	return e.err()
+	return e.warnings, e.err()
 }
 
 // ValidateJSON is Validate for an object encoded as JSON.
 func ValidateJSON(gvk schema.GroupVersionKind, raw []byte) error {
+	_, err := validateJSON(gvk, raw)
+	return err
+}
+
+func validateJSON(gvk schema.GroupVersionKind, raw []byte) ([]string, error) {
 	obj := &unstructured.Unstructured{}
 	if err := json.Unmarshal(raw, &obj.Object); err != nil {
-		return &FieldError{Field: "<object>", Message: "not a JSON object: " + err.Error()}
+		return nil, &FieldError{Field: "<object>", Message: "not a JSON object: " + err.Error()}
 	}
 	if obj.Object == nil {
-		return &FieldError{Field: "<object>", Message: "not a JSON object"}
+		return nil, &FieldError{Field: "<object>", Message: "not a JSON object"}
 	}
-	return Validate(gvk, obj)
+	return ValidateWithWarnings(gvk, obj)
 }
 
 // FieldErrors returns the *FieldError values that err joins.
@@ -158,7 +171,12 @@ func FieldErrors(err error) []*FieldError {
 
 // errorList collects the problems of one object.
 type errorList struct {
-	errs []error
+	errs     []error
+	warnings []string
+}
+
+func (e *errorList) warn(p *field.Path, format string, args ...any) {
+	e.warnings = append(e.warnings, p.String()+": "+fmt.Sprintf(format, args...))
 }
 
 func (e *errorList) add(p *field.Path, format string, args ...any) {

@@ -285,3 +285,33 @@ func TestValidateJSON(t *testing.T) {
 		t.Error("a JSON list: want an error")
 	}
 }
+
+func TestDeprecatedFieldsWarn(t *testing.T) {
+	gvk, o := parse(t, obj("networking.istio.io/v1", "VirtualService", `
+  hosts: [a]
+  http:
+  - route:
+    - destination: {host: a}
+    mirror: {host: b}
+    mirrorPercent: 10
+    corsPolicy:
+      allowOrigin: ["*"]
+`))
+	warnings, err := ValidateWithWarnings(gvk, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"spec.http[0].corsPolicy.allowOrigin: allowOrigin is deprecated",
+		"spec.http[0].mirrorPercent: mirrorPercent is deprecated",
+	}
+	if strings.Join(warnings, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(warnings, "\n"), strings.Join(want, "\n"))
+	}
+	for name, spec := range validObjects {
+		gvk, o := parse(t, obj("networking.istio.io/v1", "VirtualService", spec))
+		if w, _ := ValidateWithWarnings(gvk, o); len(w) > 0 && strings.HasPrefix(name, "virtualservice") {
+			t.Errorf("%s: unexpected warnings %v", name, w)
+		}
+	}
+}

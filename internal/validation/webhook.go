@@ -61,7 +61,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // NewHandler returns the validating admission webhook: it serves
 // admission.k8s.io/v1 AdmissionReviews POSTed to whatever path it is
 // mounted on, validates objects being created or updated with Validate, and
-// allows everything else (deletes, kinds it does not know). Its counters
+// allows everything else (deletes, kinds it does not know). Deprecated
+// fields are reported as admission warnings, which kubectl prints. Its counters
 // are registered on reg.
 func NewHandler(log *slog.Logger, reg prometheus.Registerer) (http.Handler, error) {
 	m, err := newMetrics(reg)
@@ -131,9 +132,10 @@ func (h *handler) review(req *admissionv1.AdmissionRequest) *admissionv1.Admissi
 		log.Warn("allowing a kind this webhook does not validate")
 		return allow
 	}
-	err := ValidateJSON(gvk, req.Object.Raw)
+	warnings, err := validateJSON(gvk, req.Object.Raw)
 	if err == nil {
 		h.metrics.passed.WithLabelValues(res.Group, res.Version, res.Resource).Inc()
+		allow.Warnings = warnings
 		return allow
 	}
 	reason := ReasonInvalidConfig
@@ -145,7 +147,8 @@ func (h *handler) review(req *admissionv1.AdmissionRequest) *admissionv1.Admissi
 	msg := denialMessage(err)
 	log.Info("refusing invalid configuration", "reason", msg)
 	return &admissionv1.AdmissionResponse{
-		Allowed: false,
+		Allowed:  false,
+		Warnings: warnings,
 		Result: &metav1.Status{
 			Status:  metav1.StatusFailure,
 			Code:    http.StatusUnprocessableEntity,

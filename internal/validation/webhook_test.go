@@ -80,8 +80,13 @@ func TestHandler(t *testing.T) {
 	if resp := review(t, h, admissionv1.Delete, bad); !resp.Allowed {
 		t.Error("delete refused")
 	}
-	if resp := review(t, h, admissionv1.Create, good); !resp.Allowed {
-		t.Errorf("valid create refused: %+v", resp.Result)
+	if resp := review(t, h, admissionv1.Create, good); !resp.Allowed || len(resp.Warnings) > 0 {
+		t.Errorf("valid create refused or warned: %+v %v", resp.Result, resp.Warnings)
+	}
+	deprecated := obj("networking.istio.io/v1", "DestinationRule", "  host: reviews\n  trafficPolicy:\n    outlierDetection: {consecutiveErrors: 5}\n")
+	if resp := review(t, h, admissionv1.Create, deprecated); !resp.Allowed ||
+		strings.Join(resp.Warnings, ",") != "spec.trafficPolicy.outlierDetection.consecutiveErrors: consecutiveErrors is deprecated" {
+		t.Errorf("deprecated field: allowed %v, warnings %v", resp.Allowed, resp.Warnings)
 	}
 	// Kinds outside the webhook's rules are not refused.
 	if resp := review(t, h, admissionv1.Create, obj("networking.istio.io/v1alpha3", "EnvoyFilter", "  foo: bar\n")); !resp.Allowed {
@@ -92,7 +97,7 @@ func TestHandler(t *testing.T) {
 		t.Errorf("galley_validation_failed for virtualservices: %v, want 2", got)
 	}
 	if got := counterValue(t, reg, "galley_validation_passed", "destinationrules", "v1beta1"); got != 1 {
-		t.Errorf("galley_validation_passed for destinationrules: %v, want 1", got)
+		t.Errorf("galley_validation_passed for destinationrules v1beta1: %v, want 1", got)
 	}
 }
 

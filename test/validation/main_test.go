@@ -48,9 +48,11 @@ const (
 )
 
 var (
-	k        client.Client
-	cs       kubernetes.Interface
-	registry = prometheus.NewRegistry()
+	k  client.Client
+	cs kubernetes.Interface
+	// adminConfig is the cluster's admin client config.
+	adminConfig *rest.Config
+	registry    = prometheus.NewRegistry()
 	// vwcName is the chart's ValidatingWebhookConfiguration.
 	vwcName string
 	// rendered is that configuration as the chart renders it (with the
@@ -82,6 +84,7 @@ func start(ctx context.Context, c *cluster.Cluster) (func() error, error) {
 	if cs, err = kubernetes.NewForConfig(c.Config); err != nil {
 		return nil, err
 	}
+	adminConfig = rest.CopyConfig(c.Config)
 	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
 		"metadata": map[string]any{"name": meshNamespace}}}
 	if err := k.Create(ctx, ns); err != nil {
