@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -76,30 +78,7 @@ func TestTrafficThroughDataplane(t *testing.T) {
 	if len(r.Skipped) > 0 {
 		t.Fatalf("skipped: %v", r.Skipped)
 	}
-	snap := &config.Snapshot{
-		Listeners: map[string]*listener.Listener{}, Routes: map[string]*route.RouteConfiguration{},
-		Clusters: map[string]*cluster.Cluster{}, Endpoints: map[string]*endpoint.ClusterLoadAssignment{}, Secrets: map[string]*tlsv3.Secret{},
-	}
-	for _, x := range r.Listeners {
-		snap.Listeners[x.Name] = x
-	}
-	for _, x := range r.Routes {
-		snap.Routes[x.Name] = x
-	}
-	for _, x := range r.Clusters {
-		snap.Clusters[x.Name] = x
-	}
-	for _, x := range r.Endpoints {
-		snap.Endpoints[x.ClusterName] = x
-	}
-	d, err := dataplane.New(dataplane.Options{Node: &config.Node{Mode: config.ModeSidecar, ID: proxy.ID, Namespace: "default", IPs: proxy.IPs, Labels: proxy.Labels}, Secrets: noSecrets{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if err := d.Apply(snap); err != nil {
-		t.Fatalf("apply: %v", err)
-	}
+	applyAll(t, r, &config.Node{Mode: config.ModeSidecar, ID: proxy.ID, Namespace: "default", IPs: proxy.IPs, Labels: proxy.Labels}, "")
 
 	client := &http.Client{Timeout: 10 * time.Second}
 	tests := []struct {
@@ -127,6 +106,104 @@ func TestTrafficThroughDataplane(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != tc.status || (tc.body != "" && string(body) != tc.body) {
 			t.Errorf("%s %s (user %q): %d %q, want %d %q", tc.host, tc.path, tc.user, resp.StatusCode, body, tc.status, tc.body)
+		}
+	}
+}
+
+func applyAll(t *testing.T, r *Resources, node *config.Node, bind string) {
+	t.Helper()
+	snap := &config.Snapshot{
+		Listeners: map[string]*listener.Listener{}, Routes: map[string]*route.RouteConfiguration{},
+		Clusters: map[string]*cluster.Cluster{}, Endpoints: map[string]*endpoint.ClusterLoadAssignment{}, Secrets: map[string]*tlsv3.Secret{},
+	}
+	for _, x := range r.Listeners {
+		snap.Listeners[x.Name] = x
+	}
+	for _, x := range r.Routes {
+		snap.Routes[x.Name] = x
+	}
+	for _, x := range r.Clusters {
+		snap.Clusters[x.Name] = x
+	}
+	for _, x := range r.Endpoints {
+		snap.Endpoints[x.ClusterName] = x
+	}
+	for _, x := range r.Secrets {
+		snap.Secrets[x.Name] = x
+	}
+	d, err := dataplane.New(dataplane.Options{Node: node, Secrets: noSecrets{}, BindAddress: bind})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	if err := d.Apply(snap); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+}
+
+// TestTrafficThroughGateway sends HTTP and HTTPS (SIMPLE, credential from
+// a Secret) through the ingress gateway translation to a loopback backend.
+func TestTrafficThroughGateway(t *testing.T) {
+	const gwIP = "127.0.83.30"
+	port := backend(t, "127.0.83.31", "productpage")
+	cert, key := selfSigned(t)
+	pp := kubeSvc("productpage", "default", "10.96.0.10", httpPort(9080))
+	e := pod("127.0.83.31", "default", "productpage", "v1", "productpage", port, 9080)
+	e.TLSMode = "disabled"
+	push := &model.PushContext{
+		DomainSuffix: "cluster.local", TrustDomain: "cluster.local", RootNamespace: "istio-system",
+		Services:    []*model.Service{pp},
+		Endpoints:   map[string][]*model.Endpoint{model.ServiceKey(pp): {e}},
+		Credentials: map[string]*model.Credential{"istio-system/bookinfo-cred": {CertChain: cert, PrivateKey: key}},
+		Gateways: []model.Config[*networking.Gateway]{cfg(model.KindGateway, "default", "bookinfo-gateway", 1, &networking.Gateway{
+			Selector: map[string]string{"istio": "ingressgateway"},
+			Servers: []*networking.Server{
+				{Port: &networking.Port{Number: 80, Name: "http", Protocol: "HTTP"}, Hosts: []string{"*"}},
+				{Port: &networking.Port{Number: 443, Name: "https", Protocol: "HTTPS"}, Hosts: []string{"bookinfo.example.com"},
+					Tls: &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_SIMPLE, CredentialName: "bookinfo-cred"}},
+			},
+		})},
+		VirtualServices: []model.Config[*networking.VirtualService]{cfg(model.KindVirtualService, "default", "bookinfo", 1, &networking.VirtualService{
+			Hosts: []string{"*"}, Gateways: []string{"bookinfo-gateway"},
+			Http: []*networking.HTTPRoute{{
+				Match: []*networking.HTTPMatchRequest{{Uri: sm("exact", "/productpage")}},
+				Route: []*networking.HTTPRouteDestination{{Destination: dest("productpage", "", 9080)}},
+			}},
+		})},
+	}
+	proxy := ingressProxy()
+	proxy.GatewayPortMap = map[uint32]uint32{80: 18080, 443: 18443}
+	r := Generate(push, proxy)
+	if len(r.Skipped) > 0 {
+		t.Fatalf("skipped: %v", r.Skipped)
+	}
+	applyAll(t, r, &config.Node{Mode: config.ModeRouter, ID: proxy.ID, Namespace: proxy.Namespace, Labels: proxy.Labels}, gwIP)
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(cert)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "bookinfo.example.com"},
+	}}
+	for _, tc := range []struct {
+		url    string
+		status int
+		body   string
+	}{
+		{"http://" + gwIP + ":18080/productpage", 200, "productpage /productpage"},
+		{"http://" + gwIP + ":18080/other", 404, ""},
+		{"https://" + gwIP + ":18443/productpage", 200, "productpage /productpage"},
+	} {
+		req, _ := http.NewRequest("GET", tc.url, nil)
+		req.Host = "bookinfo.example.com"
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Errorf("%s: %v", tc.url, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || (tc.body != "" && string(body) != tc.body) {
+			t.Errorf("%s: %d %q, want %d %q", tc.url, resp.StatusCode, body, tc.status, tc.body)
 		}
 	}
 }
