@@ -36,18 +36,18 @@ func (hs *hostState) ensurePool(c *Cluster, h *Host) {
 
 func newPool(cfg *clusterConfig, cs *clusterState, addr string, sock *tlsSocket) *pool {
 	p := &pool{cfg: cfg}
-	p.dial = func(ctx context.Context) (net.Conn, error) {
-		return dialHost(ctx, cfg, cs, addr, sock)
+	// ALPN per pool: an HTTP/1.1 connection never offers "h2" (the server
+	// would then speak HTTP/2), an HTTP/2 connection always does (gRPC
+	// servers require it), like Envoy's per-codec ALPN.
+	h1, h2 := sock, sock
+	if sock != nil {
+		h1, h2 = sock.withALPN(false), sock.withALPN(true)
 	}
-	p.dialH2 = p.dial
-	if sock != nil && len(sock.alpn) == 0 {
-		// Like Envoy, an HTTP/2 connection over TLS without configured
-		// ALPN offers "h2" (gRPC servers require it).
-		h2 := *sock
-		h2.alpn = []string{"h2"}
-		p.dialH2 = func(ctx context.Context) (net.Conn, error) {
-			return dialHost(ctx, cfg, cs, addr, &h2)
-		}
+	p.dial = func(ctx context.Context) (net.Conn, error) {
+		return dialHost(ctx, cfg, cs, addr, h1)
+	}
+	p.dialH2 = func(ctx context.Context) (net.Conn, error) {
+		return dialHost(ctx, cfg, cs, addr, h2)
 	}
 	return p
 }

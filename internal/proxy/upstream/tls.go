@@ -357,6 +357,30 @@ func certPool(ds *corev3.DataSource) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// withALPN returns the socket with "h2" added to (http2) or removed from
+// its ALPN list.
+func (s *tlsSocket) withALPN(http2 bool) *tlsSocket {
+	has := false
+	var rest []string
+	for _, p := range s.alpn {
+		if p == "h2" {
+			has = true
+		} else {
+			rest = append(rest, p)
+		}
+	}
+	if has == http2 {
+		return s
+	}
+	out := *s
+	if http2 {
+		out.alpn = append([]string{"h2"}, s.alpn...)
+	} else {
+		out.alpn = rest
+	}
+	return &out
+}
+
 // clientConfig is the crypto/tls configuration for one handshake.
 func (s *tlsSocket) clientConfig() *tls.Config {
 	cfg := &tls.Config{

@@ -80,3 +80,16 @@ func TestDataSources(t *testing.T) {
 		t.Error("environment variable data source accepted")
 	}
 }
+
+func TestALPNPerPool(t *testing.T) {
+	s := &tlsSocket{alpn: []string{"h2", "istio-peer-exchange", "istio"}}
+	if got := s.withALPN(false).alpn; len(got) != 2 || got[0] != "istio-peer-exchange" {
+		t.Errorf("HTTP/1.1 ALPN %v", got)
+	}
+	if got := s.withALPN(true); got != s {
+		t.Errorf("HTTP/2 ALPN changed a list that has h2: %v", got.alpn)
+	}
+	if got := (&tlsSocket{}).withALPN(true).alpn; len(got) != 1 || got[0] != "h2" {
+		t.Errorf("HTTP/2 ALPN without configuration: %v", got)
+	}
+}
