@@ -118,3 +118,13 @@ func patchCABundle(ctx context.Context, cs kubernetes.Interface, vwc *admissionr
 	}
 	return len(ops) / 2, err
 }
+
+// WebhookConfigName is the name the control plane chart gives the
+// ValidatingWebhookConfiguration of a revision ("" or "default" for the
+// default one) installed in namespace: istio-validator{-rev}-<namespace>.
+func WebhookConfigName(revision, namespace string) string {
+	if revision == "" || revision == "default" {
+		return "istio-validator-" + namespace
+	}
+	return "istio-validator-" + revision + "-" + namespace
+}

@@ -50,20 +50,23 @@ func renderWebhook(t *testing.T, spec string) *admissionregistrationv1.Validatin
 // Validate knows, and that it leaves caBundle to istiod.
 func TestChartWebhook(t *testing.T) {
 	for _, tc := range []struct {
-		spec, name, service string
-		webhooks            map[string]metav1.LabelSelectorRequirement
+		spec, revision, name, service string
+		webhooks                      map[string]metav1.LabelSelectorRequirement
 	}{
-		{"profile: minimal\n", "istio-validator-istio-system", "istiod", map[string]metav1.LabelSelectorRequirement{
+		{"profile: minimal\n", "default", "istio-validator-istio-system", "istiod", map[string]metav1.LabelSelectorRequirement{
 			"validation.istio.io":     {Key: "istio.io/rev", Operator: metav1.LabelSelectorOpDoesNotExist},
 			"rev.validation.istio.io": {Key: "istio.io/rev", Operator: metav1.LabelSelectorOpIn, Values: []string{"default"}},
 		}},
-		{"profile: minimal\nrevision: canary\n", "istio-validator-canary-istio-system", "istiod-canary", map[string]metav1.LabelSelectorRequirement{
+		{"profile: minimal\nrevision: canary\n", "canary", "istio-validator-canary-istio-system", "istiod-canary", map[string]metav1.LabelSelectorRequirement{
 			"rev.validation.istio.io": {Key: "istio.io/rev", Operator: metav1.LabelSelectorOpIn, Values: []string{"canary"}},
 		}},
 	} {
 		vwc := renderWebhook(t, tc.spec)
 		if vwc.Name != tc.name {
 			t.Errorf("name %q, want %q", vwc.Name, tc.name)
+		}
+		if got := validation.WebhookConfigName(tc.revision, "istio-system"); got != vwc.Name {
+			t.Errorf("WebhookConfigName(%q) = %q, the chart renders %q", tc.revision, got, vwc.Name)
 		}
 		if len(vwc.Webhooks) != len(tc.webhooks) {
 			t.Errorf("%s: %d webhooks, want %d", tc.name, len(vwc.Webhooks), len(tc.webhooks))

@@ -315,3 +315,19 @@ func TestDeprecatedFieldsWarn(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkValidateVirtualService(b *testing.B) {
+	obj := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(obj2(validObjects["virtualservice gateway"])), &obj.Object); err != nil {
+		b.Fatal(err)
+	}
+	gvk := obj.GroupVersionKind()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Validate(gvk, obj); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func obj2(spec string) string { return obj("networking.istio.io/v1", "VirtualService", spec) }
