@@ -132,7 +132,7 @@ func (g *gen) httpRoutes(vs *model.Config[*networking.VirtualService], ctx route
 			matches = []*networking.HTTPMatchRequest{nil}
 		}
 		for _, m := range matches {
-			if !g.matchApplies(m, vsGWs, ctx) {
+			if !g.matchApplies(m, vsGWs, vs.Namespace, ctx) {
 				continue
 			}
 			r, err := g.translateHTTPRoute(vs, hr, m, ctx)
@@ -151,24 +151,10 @@ func (g *gen) httpRoutes(vs *model.Config[*networking.VirtualService], ctx route
 
 // matchApplies checks the parts of a match that select the caller rather
 // than the request: gateways, port, sourceLabels, sourceNamespace.
-func (g *gen) matchApplies(m *networking.HTTPMatchRequest, vsGWs []string, ctx routeCtx) bool {
+func (g *gen) matchApplies(m *networking.HTTPMatchRequest, vsGWs []string, vsNS string, ctx routeCtx) bool {
 	gws := vsGWs
 	if len(m.GetGateways()) > 0 {
-		gws = vsGateways(m.GetGateways(), "")
-		for i, gw := range m.GetGateways() {
-			if gw != MeshGateway && !strings.Contains(gw, "/") {
-				// resolved relative to the VirtualService namespace by the caller
-				gws[i] = ""
-				for _, v := range vsGWs {
-					if strings.HasSuffix(v, "/"+gw) {
-						gws[i] = v
-					}
-				}
-				if gws[i] == "" && ctx.gateway != MeshGateway && strings.HasSuffix(ctx.gateway, "/"+gw) {
-					gws[i] = ctx.gateway
-				}
-			}
-		}
+		gws = vsGateways(m.GetGateways(), vsNS)
 	}
 	if !contains(gws, ctx.gateway) {
 		return false
