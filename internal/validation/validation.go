@@ -8,6 +8,15 @@
 //
 // The same package serves the rules as a validating admission webhook
 // (NewHandler) and keeps that webhook's caBundle in place (KeepCABundle).
+//
+// On a cluster with the Istio CRDs of charts/base, three layers see an
+// object in turn: the API server prunes fields the CRD schema does not
+// declare (or, with fieldValidation=Strict as kubectl sends, refuses them
+// naming the field); the CRD schema and its CEL rules refuse missing
+// required fields, bad durations, ports out of range and some percentages;
+// then this webhook applies everything else. Validate checks all of it, so
+// that objects reaching the control plane another way (CRDs without
+// schemas, files, tests) are held to the same rules.
 package validation
 
 import (
