@@ -151,7 +151,10 @@ func walkEnum(p *field.Path, v any, ed protoreflect.EnumDescriptor, e *errorList
 		}
 		return v
 	}
-	if _, ok := number(v); ok {
+	if n, ok := number(v); ok {
+		if n != math.Trunc(n) || n < math.MinInt32 || n > math.MaxInt32 || ed.Values().ByNumber(protoreflect.EnumNumber(n)) == nil {
+			e.add(p, "unknown value %v", n)
+		}
 		return v
 	}
 	e.add(p, "must be a string, not %s", jsonType(v))

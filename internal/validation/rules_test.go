@@ -31,6 +31,8 @@ func TestRules(t *testing.T) {
 			[]string{"spec.http[0].route[0].destination.port.number: -1 is out of range"}},
 		{"unknown enum", net, "DestinationRule", "  host: a\n  trafficPolicy:\n    tls: {mode: STRICT}\n",
 			[]string{`spec.trafficPolicy.tls.mode: unknown value "STRICT", must be one of DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL`}},
+		{"unknown enum number", net, "DestinationRule", "  host: a\n  trafficPolicy:\n    tls: {mode: 9}\n",
+			[]string{"spec.trafficPolicy.tls.mode: unknown value 9"}},
 		{"two oneof members", net, "VirtualService", "  hosts: [a]\n  http:\n  - match:\n    - uri: {exact: /a, prefix: /b}\n    route:\n    - destination: {host: a}\n",
 			[]string{"spec.http[0].match[0].uri.prefix: only one of exact and prefix may be set"}},
 		{"bad duration", net, "VirtualService", "  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n    timeout: 10 seconds\n",
