@@ -44,7 +44,7 @@ func TestSecurityHooks(t *testing.T) {
 		if l.Name == xds.VirtualInboundListener {
 			for _, fc := range l.FilterChains {
 				vi = append(vi, fc.GetFilterChainMatch().GetTransportProtocol())
-				if fc.GetFilterChainMatch().GetTransportProtocol() == "tls" {
+				if fc.GetFilterChainMatch().GetDestinationPort().GetValue() == 8080 {
 					m := &hcm.HttpConnectionManager{}
 					if err := fc.Filters[0].GetTypedConfig().UnmarshalTo(m); err != nil {
 						t.Fatal(err)
@@ -53,7 +53,7 @@ func TestSecurityHooks(t *testing.T) {
 			}
 		}
 	}
-	if len(vi) != 2 || vi[0] != "tls" || vi[1] != "" {
-		t.Errorf("STRICT: inbound chains by transport = %v, want [tls, passthrough]", vi)
+	if len(vi) != 2 || vi[0] != "tls" || vi[1] != "tls" {
+		t.Errorf("STRICT: inbound chains by transport = %v, want [tls, tls passthrough]", vi)
 	}
 }

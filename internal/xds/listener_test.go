@@ -164,23 +164,23 @@ func TestInboundMTLSModesAndSecurityHooks(t *testing.T) {
 		mode       MTLSMode
 		transports []string
 	}{
-		{MTLSStrict, []string{"tls", ""}},
+		{MTLSStrict, []string{"tls", "tls"}},
 		{MTLSPermissive, []string{"tls", "raw_buffer", ""}},
 		{MTLSDisable, []string{"raw_buffer", ""}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.mode.String(), func(t *testing.T) {
-			var askedPort uint32
+			asked := map[uint32]bool{}
 			SetHooks(Hooks{
-				InboundMTLSMode: func(_ *model.PushContext, _ *model.Proxy, port uint32) MTLSMode { askedPort = port; return tc.mode },
+				InboundMTLSMode: func(_ *model.PushContext, _ *model.Proxy, port uint32) MTLSMode { asked[port] = true; return tc.mode },
 				InboundHTTPFilters: func(_ *model.PushContext, _ *model.Proxy, port uint32) []*hcm.HttpFilter {
 					return []*hcm.HttpFilter{{Name: "envoy.filters.http.rbac", ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: statsTypedStruct("x")}}}
 				},
 			})
 			r := Generate(bookinfo(), productpageProxy())
 			validateAll(t, r)
-			if askedPort != 9080 {
-				t.Errorf("mode asked for port %d", askedPort)
+			if !asked[9080] || !asked[0] {
+				t.Errorf("mode asked for ports %v, want 9080 and 0 (passthrough)", asked)
 			}
 			var got []string
 			for _, fc := range findListener(r, VirtualInboundListener).FilterChains {

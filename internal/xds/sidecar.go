@@ -186,10 +186,17 @@ func (g *gen) buildSidecarListeners() {
 		for _, ip := range g.inboundPorts() {
 			vi.FilterChains = append(vi.FilterChains, g.inboundChains(ip, true)...)
 		}
-		vi.FilterChains = append(vi.FilterChains, &listener.FilterChain{
+		passthrough := &listener.FilterChain{
 			Name:    "inbound-passthrough",
 			Filters: g.tcpFilters(InboundPassthroughCluster, []weightedCluster{{name: InboundPassthroughCluster, weight: 1}}, true, 0, ReporterInbound),
-		})
+		}
+		if hooks.InboundMTLSMode(g.push, g.proxy, 0) == MTLSStrict {
+			// STRICT (workload or wider): ports no service declares also
+			// take mutual TLS only.
+			passthrough.FilterChainMatch = &listener.FilterChainMatch{TransportProtocol: "tls", ApplicationProtocols: InboundALPN}
+			passthrough.TransportSocket = &core.TransportSocket{Name: SocketTLS, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(hooks.InboundTLSContext(false))}}
+		}
+		vi.FilterChains = append(vi.FilterChains, passthrough)
 		g.listeners[VirtualInboundListener] = vi
 	} else {
 		bind := g.proxy.InboundBindAddress
