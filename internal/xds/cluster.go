@@ -414,8 +414,13 @@ func clusterMetadata(svc *model.Service, subset string, port uint32) *core.Metad
 // the ServiceEntry's endpoints, else its host.
 func (g *gen) dnsAssignment(name string, svc *model.Service, port model.Port, subset map[string]string, logical bool) *endpoint.ClusterLoadAssignment {
 	var lbs []*endpoint.LbEndpoint
+	found := false
 	for _, ep := range g.push.EndpointsOf(svc) {
-		if ep == nil || ep.Address == "" || (ep.ServicePort != 0 && ep.ServicePort != port.Port) || !labelsMatch(subset, ep.Labels) {
+		if ep == nil || ep.Address == "" || (ep.ServicePort != 0 && ep.ServicePort != port.Port) {
+			continue
+		}
+		found = true
+		if !labelsMatch(subset, ep.Labels) {
 			continue
 		}
 		p := ep.Port
@@ -424,11 +429,14 @@ func (g *gen) dnsAssignment(name string, svc *model.Service, port model.Port, su
 		}
 		lbs = append(lbs, g.lbEndpoint(ep, p))
 	}
-	if len(lbs) == 0 {
+	if !found {
 		lbs = append(lbs, &endpoint.LbEndpoint{HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{Address: socketAddress(svc.Hostname, port.Port)}}})
 	}
-	if logical {
+	if logical && len(lbs) > 1 {
 		lbs = lbs[:1]
+	}
+	if len(lbs) == 0 {
+		return &endpoint.ClusterLoadAssignment{ClusterName: name}
 	}
 	return &endpoint.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpoint.LocalityLbEndpoints{{LbEndpoints: lbs}}}
 }

@@ -442,3 +442,19 @@ func TestConnectTimeoutFromMesh(t *testing.T) {
 		t.Errorf("connect_timeout = %v, want meshConfig's 4s", got)
 	}
 }
+
+func TestDNSSubsetEndpoints(t *testing.T) {
+	push := bookinfo()
+	push.DestinationRules = []model.Config[*networking.DestinationRule]{cfg(model.KindDestinationRule, "default", "db", 1, &networking.DestinationRule{
+		Host:    "httpbin.org",
+		Subsets: []*networking.Subset{{Name: "none", Labels: map[string]string{"role": "absent"}}},
+	})}
+	r := Generate(push, productpageProxy())
+	validateAll(t, r)
+	if c := findCluster(r, "outbound|80|none|httpbin.org"); c == nil || len(c.GetLoadAssignment().GetEndpoints()) != 0 {
+		t.Errorf("a DNS subset matching no endpoint must not fall back to the host: %v", c.GetLoadAssignment())
+	}
+	if c := findCluster(r, "outbound|80||httpbin.org"); len(c.GetLoadAssignment().GetEndpoints()) != 1 {
+		t.Errorf("the entry's endpoints stay on the plain cluster")
+	}
+}
