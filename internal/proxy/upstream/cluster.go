@@ -98,6 +98,7 @@ type clusterConfig struct {
 	protocol       Protocol
 	idleTimeout    time.Duration
 	maxReqPerConn  uint32
+	maxStreams     int     // http2 max_concurrent_streams per connection; 0: unlimited
 	network        string  // tcp, tcp4 or tcp6
 	panicThreshold float64 // percent; 0: never panic
 	defaultSocket  *tlsSocket
@@ -554,11 +555,12 @@ func parseHTTPOptions(cfg *clusterConfig, o *httpv3.HttpProtocolOptions) error {
 	switch pc := o.GetUpstreamProtocolOptions().(type) {
 	case nil:
 	case *httpv3.HttpProtocolOptions_ExplicitHttpConfig_:
-		switch pc.ExplicitHttpConfig.GetProtocolConfig().(type) {
+		switch h := pc.ExplicitHttpConfig.GetProtocolConfig().(type) {
 		case *httpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions:
 			cfg.protocol = HTTP1
 		case *httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions:
 			cfg.protocol = HTTP2
+			cfg.maxStreams = int(h.Http2ProtocolOptions.GetMaxConcurrentStreams().GetValue())
 		default:
 			return fmt.Errorf("explicit_http_config: only HTTP/1.1 and HTTP/2 are supported")
 		}
@@ -567,6 +569,7 @@ func parseHTTPOptions(cfg *clusterConfig, o *httpv3.HttpProtocolOptions) error {
 			return fmt.Errorf("use_downstream_protocol_config: HTTP/3 is not supported")
 		}
 		cfg.protocol = Downstream
+		cfg.maxStreams = int(pc.UseDownstreamProtocolConfig.GetHttp2ProtocolOptions().GetMaxConcurrentStreams().GetValue())
 	default:
 		return fmt.Errorf("upstream protocol options %T are not supported", pc)
 	}

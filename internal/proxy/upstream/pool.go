@@ -23,6 +23,7 @@ type pool struct {
 	h1     *http.Transport
 	h2once sync.Once
 	h2     *http2.Transport
+	h2pool *streamLimitPool // with max_concurrent_streams
 	cfg    *clusterConfig
 }
 
@@ -140,8 +141,83 @@ func (p *pool) http2() *http2.Transport {
 			ReadIdleTimeout:    30 * time.Second,
 			PingTimeout:        15 * time.Second,
 		}
+		if p.cfg.maxStreams > 0 {
+			p.h2pool = &streamLimitPool{t: p.h2, dial: p.dialH2, max: p.cfg.maxStreams}
+			p.h2.ConnPool = p.h2pool
+		}
 	})
 	return p.h2
+}
+
+// streamLimitPool is an HTTP/2 connection pool that opens another
+// connection when every connection carries max_concurrent_streams
+// streams, like Envoy.
+type streamLimitPool struct {
+	t    *http2.Transport
+	dial func(ctx context.Context) (net.Conn, error)
+	max  int
+
+	mu    sync.Mutex
+	conns []*http2.ClientConn
+}
+
+func (sp *streamLimitPool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, error) {
+	// The lock is held while dialling, so concurrent requests wait for
+	// the new connection's capacity instead of each opening one.
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	live := sp.conns[:0]
+	var pick *http2.ClientConn
+	for _, cc := range sp.conns {
+		st := cc.State()
+		if st.Closed {
+			continue
+		}
+		live = append(live, cc)
+		if pick == nil && !st.Closing && st.StreamsActive+st.StreamsReserved+st.StreamsPending < sp.max && cc.ReserveNewRequest() {
+			pick = cc
+		}
+	}
+	sp.conns = live
+	if pick != nil {
+		return pick, nil
+	}
+	conn, err := sp.dial(req.Context())
+	if err != nil {
+		return nil, err
+	}
+	cc, err := sp.t.NewClientConn(conn)
+	if err != nil {
+		conn.Close()
+		return nil, &ConnectError{Addr: conn.RemoteAddr().String(), Err: err}
+	}
+	if !cc.ReserveNewRequest() {
+		cc.Close()
+		return nil, errors.New("new HTTP/2 connection refuses streams")
+	}
+	sp.conns = append(sp.conns, cc)
+	return cc, nil
+}
+
+func (sp *streamLimitPool) MarkDead(dead *http2.ClientConn) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	for i, cc := range sp.conns {
+		if cc == dead {
+			sp.conns = append(sp.conns[:i], sp.conns[i+1:]...)
+			return
+		}
+	}
+}
+
+func (sp *streamLimitPool) closeIdle() {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	for _, cc := range sp.conns {
+		if st := cc.State(); st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0 {
+			cc.Close()
+		}
+	}
 }
 
 func (p *pool) closeIdle() {
@@ -153,5 +229,8 @@ func (p *pool) closeIdle() {
 	}
 	if p.h2 != nil {
 		p.h2.CloseIdleConnections()
+	}
+	if p.h2pool != nil {
+		p.h2pool.closeIdle()
 	}
 }

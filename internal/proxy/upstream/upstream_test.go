@@ -558,6 +558,47 @@ func TestProtocols(t *testing.T) {
 			t.Fatalf("%d connections for 6 requests at 2 per connection", conns)
 		}
 	})
+	t.Run("max_concurrent_streams opens more connections", func(t *testing.T) {
+		release := make(chan struct{})
+		var mu sync.Mutex
+		peers := map[string]bool{}
+		srv := httptest.NewServer(h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			peers[r.RemoteAddr] = true
+			mu.Unlock()
+			<-release
+		}), &http2.Server{}))
+		defer srv.Close()
+		c := staticCluster("c", addrOf(srv))
+		o := &httpv3.HttpProtocolOptions{UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{MaxConcurrentStreams: wrapperspb.UInt32(2)}},
+		}}}
+		a, _ := anypb.New(o)
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOptionsName: a}
+		cl := mustBuild(t, snapshot(c), nil, nil).Get("c")
+		var wg sync.WaitGroup
+		for range 5 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, _, err := get(t, cl, RequestOptions{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+			}()
+		}
+		waitFor(t, func() bool { return cl.state.active.Load() == 5 })
+		waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(peers) == 3 })
+		close(release)
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if len(peers) != 3 {
+			t.Fatalf("5 concurrent streams at 2 per connection used %d connections", len(peers))
+		}
+	})
 	t.Run("use downstream protocol", func(t *testing.T) {
 		c := staticCluster("c", addrOf(h2cSrv))
 		c.TypedExtensionProtocolOptions = http2Options(t, true)
