@@ -295,7 +295,8 @@ func (f *fuzzer) gateway() *networking.Gateway {
 
 // FuzzGenerate builds VirtualServices, DestinationRules and Gateways from
 // the input on top of the bookinfo fixtures and checks translation never
-// panics, always validates, and is deterministic.
+// panics, always validates, is accepted by Mizzen's proxy (routes and
+// clusters), and is deterministic.
 func FuzzGenerate(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("bookinfo"))
@@ -319,6 +320,7 @@ func FuzzGenerate(f *testing.F) {
 		for _, proxy := range []*model.Proxy{productpageProxy(), ingressProxy()} {
 			r := Generate(push, proxy)
 			validateAll(t, r)
+			proxyAccepts(t, r)
 			again := Generate(push, proxy)
 			if !sameResources(r, again) {
 				t.Fatalf("translation of %s is not deterministic", proxy.ID)
