@@ -95,9 +95,16 @@ func (x *exchange) forward(v *requestView) {
 	}
 	x.info.Cluster = c.Info()
 
+	// Upgrades: websocket is allowed (the connection manager's
+	// upgrade_configs), others only when the route enables them; an
+	// h2c upgrade is just dropped, like Envoy does.
 	up := upgradeType(x.r)
+	if up == "h2c" {
+		up = ""
+	}
 	if up != "" {
-		if enabled, ok := ra.upgrades[up]; ok && !enabled {
+		enabled, ok := ra.upgrades[up]
+		if (ok && !enabled) || (!ok && up != "websocket") {
 			x.localReply(http.StatusForbidden, "", nil)
 			return
 		}
@@ -167,9 +174,10 @@ func (x *exchange) forward(v *requestView) {
 	ctx, cancel := context.WithCancel(x.r.Context())
 	defer cancel()
 	var timedOut, streamEnded atomic.Bool
-	if timeout > 0 && up == "" {
-		t := time.AfterFunc(timeout, func() { timedOut.Store(true); cancel() })
-		defer t.Stop()
+	var routeTimer *time.Timer
+	if timeout > 0 {
+		routeTimer = time.AfterFunc(timeout, func() { timedOut.Store(true); cancel() })
+		defer routeTimer.Stop()
 	}
 	if ra.maxStream > 0 {
 		t := time.AfterFunc(ra.maxStream, func() { streamEnded.Store(true); cancel() })
@@ -337,6 +345,13 @@ func (x *exchange) forward(v *requestView) {
 	defer resp.Body.Close()
 
 	if resp.StatusCode == http.StatusSwitchingProtocols && up != "" {
+		// The route timeout covers the upgrade handshake, not the
+		// upgraded stream.
+		if routeTimer != nil && !routeTimer.Stop() {
+			x.info.addFlag(FlagUpstreamTimeout)
+			x.localReply(http.StatusGatewayTimeout, bodyTimeout, nil)
+			return
+		}
 		x.upgrade(resp, wc)
 		return
 	}

@@ -81,8 +81,20 @@ func TestRoutePolicies(t *testing.T) {
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "GET /no-ws HTTP/1.1\r\nHost: svc\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != 403 {
 		t.Fatalf("disabled websocket upgrade: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	// Unknown upgrade types are refused; h2c upgrades are dropped and the
+	// request is served as plain HTTP/1.1.
+	fmt.Fprintf(conn, "GET /chaos HTTP/1.1\r\nHost: svc\r\nUpgrade: spdy/3\r\nConnection: Upgrade\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 403 {
+		t.Fatalf("unknown upgrade: %v %v", resp, err)
+	}
+	fmt.Fprintf(conn, "GET /chaos HTTP/1.1\r\nHost: svc\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("h2c upgrade: %v %v", resp, err)
 	}
 }
