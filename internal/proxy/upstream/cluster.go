@@ -76,10 +76,12 @@ type Cluster struct {
 	info  ClusterInfo
 	cfg   *clusterConfig
 	hosts []*Host // every endpoint, usable or not, in EDS order
-	lb    balancer
-	state *clusterState
-	log   *slog.Logger
-	now   func() time.Time
+	// multiPriority: the endpoints span several priority levels.
+	multiPriority bool
+	lb            balancer
+	state         *clusterState
+	log           *slog.Logger
+	now           func() time.Time
 }
 
 // clusterConfig is the parsed, immutable configuration of a cluster.
@@ -282,6 +284,7 @@ func buildCluster(msg *clusterv3.Cluster, snap *config.Snapshot, old *Cluster, s
 			c.hosts = append(c.hosts, h)
 		}
 	}
+	c.multiPriority = !allSamePriority(c.hosts)
 	c.lb = newBalancer(cfg, c.hosts)
 	return c, nil
 }

@@ -42,9 +42,10 @@ func (c *Cluster) pick(opts RequestOptions) (*Host, error) {
 		return c.originalDst(opts)
 	}
 	now := c.now()
+	outlier := c.cfg.outlier != nil
 	cands := make([]*Host, 0, len(c.hosts))
 	for _, h := range c.hosts {
-		if h.healthy && !h.Ejected(now) {
+		if h.healthy && (!outlier || !h.Ejected(now)) {
 			cands = append(cands, h)
 		}
 	}
@@ -85,7 +86,7 @@ const overprovisioning = 140
 // level takes a share of the load equal to its health (healthy share ×
 // 1.4, at most 100%), and what it cannot take spills to the next level.
 func (c *Cluster) byPriority(cands []*Host) []*Host {
-	if len(cands) == 0 || allSamePriority(c.hosts) {
+	if len(cands) == 0 || !c.multiPriority {
 		return cands
 	}
 	total := map[uint32]int{}
