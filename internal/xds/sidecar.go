@@ -353,14 +353,11 @@ func (g *gen) tlsChains(svc *model.Service, port uint32, gateway, statPrefix str
 			chains = append(chains, g.vsTLSChains(vs, routeCtx{gateway: gateway, port: port}, nil, statPrefix)...)
 		})
 	}
-	{
-		chains = append(chains, &listener.FilterChain{
-			Name:             "outbound|" + portStr(port) + "||" + svc.Hostname,
-			FilterChainMatch: &listener.FilterChainMatch{ServerNames: []string{svc.Hostname}},
-			Filters:          g.tcpFilters(statPrefix, []weightedCluster{{name: ClusterName(Outbound, port, "", svc.Hostname), weight: 1}}, false, 0, ReporterOutbound),
-		})
-	}
-	return chains
+	return append(chains, &listener.FilterChain{
+		Name:             "outbound|" + portStr(port) + "||" + svc.Hostname,
+		FilterChainMatch: &listener.FilterChainMatch{ServerNames: []string{svc.Hostname}},
+		Filters:          g.tcpFilters(statPrefix, []weightedCluster{{name: ClusterName(Outbound, port, "", svc.Hostname), weight: 1}}, false, 0, ReporterOutbound),
+	})
 }
 
 func hasWildcard(h string) bool { return len(h) > 0 && h[0] == '*' }
