@@ -118,6 +118,9 @@ type clusterState struct {
 	randMu      sync.Mutex
 	rand        *rand.Rand
 
+	// created starts the outlier detection interval ticks.
+	created time.Time
+
 	// ORIGINAL_DST hosts, created on demand.
 	origMu   sync.Mutex
 	origDst  map[netip.AddrPort]*hostState
@@ -243,7 +246,7 @@ func buildCluster(msg *clusterv3.Cluster, snap *config.Snapshot, old *Cluster, s
 			return nil, err
 		}
 		cfg.msg = cfgMsg
-		state = &clusterState{rand: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), origDst: map[netip.AddrPort]*hostState{}}
+		state = &clusterState{rand: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), origDst: map[netip.AddrPort]*hostState{}, created: time.Now()}
 		old = nil
 	}
 	c := &Cluster{

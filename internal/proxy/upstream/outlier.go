@@ -151,9 +151,22 @@ func (c *Cluster) record(h *Host, o outcome) {
 	d := od.baseEjection * time.Duration(hs.ejections)
 	d = min(d, od.maxEjection)
 	hs.ejected = true
-	hs.ejectedUntil = now.Add(d)
+	hs.ejectedUntil = c.nextTick(now.Add(d))
 	hs.consec5xx, hs.consecGateway = 0, 0
 	c.log.Info("outlier detection ejected host", "host", h.Address(), "for", d, "times", hs.ejections)
+}
+
+// nextTick rounds t up to the next outlier detection interval: like
+// Envoy, hosts return to service when the interval timer fires after
+// their ejection time passed.
+func (c *Cluster) nextTick(t time.Time) time.Time {
+	iv := c.cfg.outlier.interval
+	since := t.Sub(c.state.created)
+	if since <= 0 {
+		return t
+	}
+	ticks := (since + iv - 1) / iv
+	return c.state.created.Add(ticks * iv)
 }
 
 func (c *Cluster) enforced(pct uint32) bool {

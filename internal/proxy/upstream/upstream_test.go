@@ -370,7 +370,7 @@ func TestOutlierEjectionAndReturn(t *testing.T) {
 			t.Fatal("ejected host still receives requests")
 		}
 	}
-	now = now.Add(301 * time.Millisecond)
+	now = now.Add(351 * time.Millisecond) // base_ejection_time, then the next interval tick
 	sawBad := false
 	for range 4 {
 		if hit() == "bad" {
@@ -378,7 +378,7 @@ func TestOutlierEjectionAndReturn(t *testing.T) {
 		}
 	}
 	if !sawBad {
-		t.Fatal("host did not return after base_ejection_time")
+		t.Fatal("host did not return after base_ejection_time and an interval")
 	}
 	// Ejected again right away: twice as long this time.
 	for range 4 {
@@ -391,7 +391,7 @@ func TestOutlierEjectionAndReturn(t *testing.T) {
 	if !cl.hosts[1].Ejected(now) {
 		t.Fatal("second ejection did not last 2 × base_ejection_time")
 	}
-	now = now.Add(201 * time.Millisecond)
+	now = now.Add(251 * time.Millisecond)
 	if cl.hosts[1].Ejected(now) {
 		t.Fatal("host still ejected after 2 × base_ejection_time")
 	}
