@@ -100,9 +100,10 @@ type clusterConfig struct {
 	protocol       Protocol
 	idleTimeout    time.Duration
 	maxReqPerConn  uint32
-	maxStreams     int     // http2 max_concurrent_streams per connection; 0: unlimited
-	network        string  // tcp, tcp4 or tcp6
-	panicThreshold float64 // percent; 0: never panic
+	maxStreams     int           // http2 max_concurrent_streams per connection; 0: unlimited
+	network        string        // tcp, tcp4 or tcp6
+	panicThreshold float64       // percent; 0: never panic
+	cleanup        time.Duration // ORIGINAL_DST cleanup_interval
 	defaultSocket  *tlsSocket
 	socketMatches  []socketMatch
 	secretPrints   map[string][]byte // snapshot secrets the TLS config reads, serialized
@@ -121,10 +122,12 @@ type clusterState struct {
 	// created starts the outlier detection interval ticks.
 	created time.Time
 
-	// ORIGINAL_DST hosts, created on demand.
-	origMu   sync.Mutex
-	origDst  map[netip.AddrPort]*hostState
-	released atomic.Bool
+	// ORIGINAL_DST hosts, created on demand and dropped when unused for
+	// cleanup_interval.
+	origMu    sync.Mutex
+	origDst   map[netip.AddrPort]*hostState
+	origSwept time.Time
+	released  atomic.Bool
 }
 
 func (cs *clusterState) randN(n int) int {
@@ -400,6 +403,10 @@ func parseCluster(msg *clusterv3.Cluster, snap *config.Snapshot, secrets config.
 		maxRetries:     defaultMaxRetries,
 		idleTimeout:    defaultIdleTimeout,
 		network:        "tcp",
+		cleanup:        5 * time.Second,
+	}
+	if d := msg.GetCleanupInterval(); d != nil && d.AsDuration() > 0 {
+		cfg.cleanup = d.AsDuration()
 	}
 	if msg.GetClusterType() != nil {
 		return nil, fmt.Errorf("custom cluster_type %q is not supported", msg.GetClusterType().GetName())

@@ -36,8 +36,9 @@ type Host struct {
 
 // hostState is what survives a configuration update.
 type hostState struct {
-	active atomic.Int64 // requests in flight
-	pool   *pool
+	active   atomic.Int64 // requests in flight
+	pool     *pool
+	lastUsed atomic.Int64 // unix nanoseconds, ORIGINAL_DST hosts only
 
 	mu            sync.Mutex
 	consec5xx     uint32

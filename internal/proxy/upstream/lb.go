@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 )
@@ -138,16 +139,33 @@ func (c *Cluster) originalDst(opts RequestOptions) (*Host, error) {
 	}
 	dst := netip.AddrPortFrom(opts.OriginalDst.Addr().Unmap(), opts.OriginalDst.Port())
 	h := &Host{Addr: dst, Port: dst.Port(), Weight: 1, healthy: true, socket: c.cfg.defaultSocket}
+	now := c.now()
 	c.state.origMu.Lock()
+	if now.Sub(c.state.origSwept) >= c.cfg.cleanup {
+		c.state.origSwept = now
+		c.sweepOriginalDst(now)
+	}
 	hs := c.state.origDst[dst]
 	if hs == nil {
 		hs = &hostState{}
 		hs.pool = newPool(c.cfg, c.state, dst.String(), h.socket)
 		c.state.origDst[dst] = hs
 	}
+	hs.lastUsed.Store(now.UnixNano())
 	c.state.origMu.Unlock()
 	h.state = hs
 	return h, nil
+}
+
+// sweepOriginalDst drops destinations unused for cleanup_interval and
+// closes their idle connections. The caller holds origMu.
+func (c *Cluster) sweepOriginalDst(now time.Time) {
+	for dst, hs := range c.state.origDst {
+		if hs.active.Load() == 0 && now.Sub(time.Unix(0, hs.lastUsed.Load())) >= c.cfg.cleanup {
+			hs.pool.closeIdle()
+			delete(c.state.origDst, dst)
+		}
+	}
 }
 
 type roundRobin struct{}

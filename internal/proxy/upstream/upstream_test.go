@@ -776,6 +776,21 @@ func TestOriginalDst(t *testing.T) {
 	if h.Addr.String() != addrOf(b) || resp.Header.Get("X-Backend") != "orig" {
 		t.Fatalf("went to %v", h.Addr)
 	}
+	// Unused destinations are dropped after cleanup_interval.
+	now := time.Now()
+	cl.now = func() time.Time { return now }
+	resp, _, _ = get(t, cl, RequestOptions{OriginalDst: mustAddrPort(addrOf(b))})
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	other := backend(t, "other", nil)
+	now = now.Add(6 * time.Second)
+	resp, _, _ = get(t, cl, RequestOptions{OriginalDst: mustAddrPort(addrOf(other))})
+	resp.Body.Close()
+	cl.state.origMu.Lock()
+	defer cl.state.origMu.Unlock()
+	if _, kept := cl.state.origDst[mustAddrPort(addrOf(b))]; kept || len(cl.state.origDst) != 1 {
+		t.Fatalf("destinations after cleanup: %v", cl.state.origDst)
+	}
 }
 
 func TestDialTCP(t *testing.T) {
