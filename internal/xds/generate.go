@@ -127,9 +127,8 @@ func newGen(push *model.PushContext, proxy *model.Proxy) *gen {
 		if vs.Spec == nil {
 			continue
 		}
-		if vs.Spec.GetHosts() == nil {
-			g.skip(string(model.KindVirtualService), vs.Namespace, vs.Name, "no hosts")
-			continue
+		if len(vs.Spec.GetHosts()) == 0 {
+			continue // a delegate: only reached through a root's delegate
 		}
 		if g.vsVisible(vs) {
 			g.vss = append(g.vss, vs)

@@ -123,8 +123,8 @@ func (g *gen) httpRoutes(vs *model.Config[*networking.VirtualService], ctx route
 		if hr == nil {
 			continue
 		}
-		if hr.GetDelegate() != nil {
-			g.skip(string(model.KindVirtualService), vs.Namespace, vs.Name, fmt.Sprintf("http[%d]: delegate is not supported", i))
+		if d := hr.GetDelegate(); d != nil {
+			routes = append(routes, g.delegatedRoutes(vs, i, hr, vsGWs, ctx)...)
 			continue
 		}
 		matches := hr.GetMatch()

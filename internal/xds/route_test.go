@@ -404,3 +404,49 @@ func TestVirtualServiceHostOutsideRegistry(t *testing.T) {
 		}
 	}
 }
+
+func TestDelegateVirtualService(t *testing.T) {
+	push := bookinfo()
+	push.VirtualServices = []model.Config[*networking.VirtualService]{
+		cfg(model.KindVirtualService, "default", "root", 1, &networking.VirtualService{
+			Hosts: []string{"reviews"},
+			Http: []*networking.HTTPRoute{
+				{Match: []*networking.HTTPMatchRequest{{Uri: sm("prefix", "/api"), Headers: map[string]*networking.StringMatch{"x-team": sm("exact", "a")}}}, Delegate: &networking.Delegate{Name: "child", Namespace: "team"}},
+				{Route: []*networking.HTTPRouteDestination{{Destination: dest("reviews", "v3", 0)}}},
+			},
+		}),
+		cfg(model.KindVirtualService, "team", "child", 2, &networking.VirtualService{
+			Http: []*networking.HTTPRoute{
+				{Match: []*networking.HTTPMatchRequest{{Uri: sm("prefix", "/api/v2")}}, Route: []*networking.HTTPRouteDestination{{Destination: dest("reviews.default.svc.cluster.local", "v2", 0)}}},
+				{Match: []*networking.HTTPMatchRequest{{Uri: sm("exact", "/other")}}, Route: []*networking.HTTPRouteDestination{{Destination: dest("reviews.default.svc.cluster.local", "v2", 0)}}},
+				{Match: []*networking.HTTPMatchRequest{{Headers: map[string]*networking.StringMatch{"x-team": sm("exact", "b")}}}, Route: []*networking.HTTPRouteDestination{{Destination: dest("reviews.default.svc.cluster.local", "v2", 0)}}},
+				{Route: []*networking.HTTPRouteDestination{{Destination: dest("reviews.default.svc.cluster.local", "v1", 0)}}},
+			},
+		}),
+	}
+	r := Generate(push, productpageProxy())
+	validateAll(t, r)
+	routes := findVHost(findRoute(r, "9080"), reviewsHost+":9080").Routes
+	type got struct{ prefix, cluster string }
+	var gots []got
+	for _, rt := range routes {
+		gots = append(gots, got{rt.Match.GetPrefix(), rt.GetRoute().GetCluster()})
+		if rt.Match.GetPrefix() != "/" && (len(rt.Match.Headers) != 1 || rt.Match.Headers[0].GetStringMatch().GetExact() != "a") {
+			t.Errorf("root header match lost: %v", rt.Match)
+		}
+	}
+	want := []got{{"/api/v2", "outbound|9080|v2|" + reviewsHost}, {"/api", "outbound|9080|v1|" + reviewsHost}, {"/", "outbound|9080|v3|" + reviewsHost}}
+	if !slices.Equal(gots, want) {
+		t.Errorf("routes = %v, want %v", gots, want)
+	}
+	var reasons []string
+	for _, s := range r.Skipped {
+		reasons = append(reasons, s.Name+": "+s.Reason)
+	}
+	joined := strings.Join(reasons, "\n")
+	for _, w := range []string{"child: http[1]: uri is not within the root's", `child: http[2]: header "x-team" conflicts`} {
+		if !strings.Contains(joined, w) {
+			t.Errorf("skipped %q lacks %q", joined, w)
+		}
+	}
+}
