@@ -6,12 +6,13 @@ import (
 	"github.com/mizzen-mesh/mizzen/internal/pilot/model"
 	"github.com/mizzen-mesh/mizzen/internal/xds"
 	"github.com/mizzen-mesh/mizzen/internal/xds/security"
+	"github.com/mizzen-mesh/mizzen/internal/xds/telemetry"
 )
 
 var hooksOnce sync.Once
 
-// installHooks plugs the security translation into internal/xds (once per
-// process: the hooks are package state there).
+// installHooks plugs the security and telemetry translation into
+// internal/xds (once per process: the hooks are package state there).
 func installHooks() {
 	hooksOnce.Do(func() {
 		xds.SetHooks(xds.Hooks{
@@ -22,14 +23,18 @@ func installHooks() {
 			InboundNetworkFilters: security.InboundNetworkFilters,
 			InboundTLSContext:     security.InboundTLSContext,
 			IstioMutualUpstream:   security.IstioMutualUpstream,
+			Telemetry:             telemetry.XDSSettings,
+			StatsHTTPFilter:       telemetry.StatsHTTPFilter,
+			StatsNetworkFilter:    telemetry.StatsNetworkFilter,
 		})
 	})
 }
 
-// generate translates for one proxy, and lists the security objects the
-// translation had to leave out with the networking ones.
+// generate translates for one proxy, and lists the security and telemetry
+// objects the translation had to leave out with the networking ones.
 func generate(push *model.PushContext, p *model.Proxy) *xds.Resources {
 	res := xds.Generate(push, p)
 	res.Skipped = append(res.Skipped, security.SkippedFor(push, p)...)
+	res.Skipped = append(res.Skipped, telemetry.SkippedFor(push, p)...)
 	return res
 }
