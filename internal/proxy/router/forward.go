@@ -253,7 +253,7 @@ func (x *exchange) forward(v *requestView) {
 		}
 		out = out.WithContext(actx)
 		opts.Attempt, opts.PreviousHosts = attempt, prev
-		attemptStart = time.Now()
+		attemptStart = x.h.opts.Now()
 		r, h, err := c.RoundTrip(out, opts)
 		if h != nil {
 			x.info.Host = h
@@ -366,7 +366,7 @@ func (x *exchange) forward(v *requestView) {
 	if x.vh.attemptCountInResponse {
 		out.Set("X-Envoy-Attempt-Count", strconv.Itoa(x.info.Attempts))
 	}
-	out.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(time.Since(attemptStart).Milliseconds(), 10))
+	out.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(x.h.opts.Now().Sub(attemptStart).Milliseconds(), 10))
 	x.applyResponseMutations(out, wc)
 	x.writeHeader(resp.StatusCode)
 	if resp.ContentLength == -1 {

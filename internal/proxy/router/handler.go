@@ -26,7 +26,8 @@ type Options struct {
 	// Upstreams returns the current clusters; called once per request.
 	Upstreams func() *upstream.Set
 	Log       *slog.Logger
-	// Now is the clock (tests); time.Now when nil.
+	// Now is the clock for measured durations (upstream service time);
+	// time.Now when nil. Timeouts and delays use real timers.
 	Now func() time.Time
 	// Rand drives fault percentages, mirroring, weighted clusters and
 	// retry jitter (seed it in tests). Accessed under a lock.
