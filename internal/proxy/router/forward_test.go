@@ -832,3 +832,15 @@ func TestRetryReplaysStreamedBody(t *testing.T) {
 		t.Fatalf("retry of a streamed body: %d, upstream read %s bytes", resp.StatusCode, resp.Header.Get("X-Len"))
 	}
 }
+
+func TestUpstreamServiceTimeUsesClock(t *testing.T) {
+	b := backend(t, "b", nil)
+	var ticks atomic.Int64
+	clock := func(o *Options) {
+		o.Now = func() time.Time { return time.Unix(0, 0).Add(time.Duration(ticks.Add(1)) * 7 * time.Millisecond) }
+	}
+	p := newProxy(t, routeConfig(vhost("vh", []string{"*"}, toCluster("r", prefixMatch("/"), "c"))), buildSet(t, nil, staticCluster("c", addrOf(b))), clock)
+	if resp, _ := p.get(t, "svc", "/"); resp.Header.Get("X-Envoy-Upstream-Service-Time") != "7" {
+		t.Fatalf("x-envoy-upstream-service-time %q", resp.Header.Get("X-Envoy-Upstream-Service-Time"))
+	}
+}
