@@ -237,3 +237,22 @@ func TestTCPIdleTimeoutFromDestinationRule(t *testing.T) {
 		t.Errorf("no DestinationRule keeps Envoy's default, got %v", tp.GetIdleTimeout())
 	}
 }
+
+func TestNoneInboundOutboundCollision(t *testing.T) {
+	proxy := productpageProxy()
+	proxy.InterceptionMode = model.InterceptionNone
+	proxy.InboundBindAddress, proxy.OutboundBindAddress = "127.0.0.1", "127.0.0.1"
+	r := Generate(bookinfo(), proxy)
+	validateAll(t, r)
+	l := findListener(r, "127.0.0.1_9080")
+	if l == nil || l.TrafficDirection.String() != "INBOUND" {
+		t.Fatalf("the inbound listener must keep 127.0.0.1:9080: %v", l)
+	}
+	found := false
+	for _, s := range r.Skipped {
+		found = found || s.Name == "details" || s.Name == "productpage" || s.Name == "ratings" || s.Name == "reviews"
+	}
+	if !found {
+		t.Errorf("collision not reported: %v", r.Skipped)
+	}
+}

@@ -293,6 +293,13 @@ func (g *gen) buildOutbound(none bool) {
 		}
 	}
 	for name, ol := range outs {
+		if _, taken := g.listeners[name]; taken {
+			// NONE with INBOUND and OUTBOUND bind addresses equal: the
+			// inbound listener keeps the address
+			svc := ol.services[0]
+			g.skip("Service", svc.Namespace, svc.Name, fmt.Sprintf("port %d: outbound listener %s collides with an inbound listener", ol.port, name))
+			continue
+		}
 		l := &listener.Listener{
 			Name:             name,
 			Address:          socketAddress(ol.ip, ol.port),
