@@ -136,6 +136,7 @@ type node struct {
 	versions map[string]string
 	refs     int
 	seq      uint64 // of the snapshot the configuration was generated from
+	gone     bool   // no stream uses it any more (guarded by mu)
 
 	// recent are the last snapshots set, newest first, for the debug
 	// dump; recentMu is never held while the cache is called.
@@ -452,6 +453,9 @@ func (s *Server) setSnapshot(ctx context.Context, n *node, changed map[string]bo
 	n.recentMu.Lock()
 	n.recent[1], n.recent[0] = n.recent[0], snap
 	n.recentMu.Unlock()
+	if n.gone {
+		return // disconnected meanwhile: its snapshot was cleared for good
+	}
 	if err := s.cache.SetSnapshot(ctx, n.id, snap); err != nil {
 		s.metrics.internalErrors.Inc()
 		s.log.Error("setting snapshot", "proxy", n.id, "err", err)
@@ -543,11 +547,24 @@ func (s *Server) disconnect(st *stream) {
 		return
 	}
 	st.node.refs--
-	if st.node.refs == 0 && s.nodes[st.node.id] == st.node {
-		delete(s.nodes, st.node.id)
-		s.cache.ClearSnapshot(st.node.id)
-	}
 	s.log.Info("xDS client disconnected", "proxy", st.node.id, "stream", st.key)
+	if st.node.refs > 0 || s.nodes[st.node.id] != st.node {
+		return
+	}
+	delete(s.nodes, st.node.id)
+	// Clear under the node's lock (without holding s.mu meanwhile), so
+	// that a generation in progress either set its snapshot before
+	// (cleared here) or sees gone; unless the proxy reconnected already.
+	go func(n *node) {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		n.gone = true
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, back := s.nodes[n.id]; !back {
+			s.cache.ClearSnapshot(n.id)
+		}
+	}(st.node)
 }
 
 // ConnectedProxies returns the node ids with at least one stream.

@@ -306,6 +306,12 @@ func TestEndpointsOnlyPush(t *testing.T) {
 // TestNACK: a rejected response is counted, not sent again, and later
 // changes still arrive.
 func TestNACK(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) { testNACK(t, delta) })
+	}
+}
+
+func testNACK(t *testing.T, delta bool) {
 	e := start(t, Options{})
 	reject := func(u xdsclient.Update) string {
 		if u.TypeURL == xdsclient.RouteType && hasDomain(u, "bad.example.com") {
@@ -313,7 +319,7 @@ func TestNACK(t *testing.T) {
 		}
 		return ""
 	}
-	c, ch := e.dial(e.pki.clientTLS(t, "default", "sa"), xdsclient.Options{Node: testNode("p", "default", "sa"), Reject: reject})
+	c, ch := e.dial(e.pki.clientTLS(t, "default", "sa"), xdsclient.Options{Node: testNode("p", "default", "sa"), Reject: reject, Delta: delta})
 	synced(t, c, ch)
 	good := c.Acked(xdsclient.RouteType)
 
@@ -395,6 +401,15 @@ func TestConfigDumpAndConnections(t *testing.T) {
 	for len(e.srv.ConnectedProxies()) != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("proxy still listed after disconnect")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for {
+		if _, err := e.srv.cache.GetSnapshot(node.GetId()); err != nil {
+			break // forgotten
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the disconnected proxy's snapshot is still cached")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
