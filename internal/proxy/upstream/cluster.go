@@ -75,7 +75,8 @@ type Cluster struct {
 	name  string
 	info  ClusterInfo
 	cfg   *clusterConfig
-	hosts []*Host // every endpoint, usable or not, in EDS order
+	hosts []*Host      // every endpoint, usable or not, in EDS order
+	dns   *dnsResolver // STRICT_DNS: the resolved hosts replace hosts
 	// multiPriority: the endpoints span several priority levels.
 	multiPriority bool
 	lb            balancer
@@ -180,7 +181,16 @@ func (c *Cluster) Name() string { return c.name }
 func (c *Cluster) Info() ClusterInfo { return c.info }
 
 // Hosts lists the cluster's endpoints (for ORIGINAL_DST, none).
-func (c *Cluster) Hosts() []*Host { return c.hosts }
+func (c *Cluster) Hosts() []*Host { return c.allHosts() }
+
+// allHosts is every endpoint of the cluster now (for STRICT_DNS, as last
+// resolved).
+func (c *Cluster) allHosts() []*Host {
+	if c.dns != nil {
+		return c.dns.current()
+	}
+	return c.hosts
+}
 
 // Protocol is the configured upstream protocol.
 func (c *Cluster) Protocol() Protocol { return c.cfg.protocol }
@@ -225,6 +235,7 @@ func Build(snap *config.Snapshot, prev *Set, secrets config.Secrets, log *slog.L
 		}
 		c, err := buildCluster(msg, snap, old, secrets, log)
 		if err != nil {
+			set.stopResolvers(nil)
 			return nil, fmt.Errorf("cluster %q: %w", name, err)
 		}
 		set.clusters[name] = c
@@ -266,7 +277,7 @@ func buildCluster(msg *clusterv3.Cluster, snap *config.Snapshot, old *Cluster, s
 	}
 	oldHosts := map[string]*Host{}
 	if old != nil {
-		for _, h := range old.hosts {
+		for _, h := range old.allHosts() {
 			oldHosts[hostKey(h)] = h
 		}
 	}
@@ -291,7 +302,14 @@ func buildCluster(msg *clusterv3.Cluster, snap *config.Snapshot, old *Cluster, s
 		}
 	}
 	c.multiPriority = !allSamePriority(c.hosts)
-	c.lb = newBalancer(cfg, c.hosts)
+	c.lb = newBalancer(cfg)
+	if cfg.typ == clusterv3.Cluster_STRICT_DNS {
+		var prev []*Host
+		if old != nil {
+			prev = old.allHosts()
+		}
+		c.dns = newDNSResolver(c, msg, c.hosts, prev)
+	}
 	return c, nil
 }
 
@@ -601,6 +619,15 @@ func isPrime(n uint64) bool {
 	return true
 }
 
+// stopResolvers ends the DNS refresh of the clusters next does not share.
+func (s *Set) stopResolvers(next *Set) {
+	for name, c := range s.clusters {
+		if c.dns != nil && (next == nil || next.clusters[name] != c) {
+			c.dns.close()
+		}
+	}
+}
+
 // Release is called on the old set once next replaced it: it closes the
 // idle connections of hosts next did not take over, and keeps closing
 // them as in-flight requests finish.
@@ -613,14 +640,15 @@ func (s *Set) Release(next *Set) {
 	if next != nil {
 		for _, c := range next.clusters {
 			keptClusters[c.state] = true
-			for _, h := range c.hosts {
+			for _, h := range c.allHosts() {
 				kept[h.state] = true
 			}
 		}
 	}
+	s.stopResolvers(next)
 	var drop []*hostState
 	for _, c := range s.clusters {
-		for _, h := range c.hosts {
+		for _, h := range c.allHosts() {
 			if !kept[h.state] {
 				drop = append(drop, h.state)
 				kept[h.state] = true // once

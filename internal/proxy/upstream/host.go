@@ -20,6 +20,9 @@ type Host struct {
 	// Hostname is the DNS name of a STRICT_DNS or LOGICAL_DNS endpoint
 	// ("" otherwise); it is resolved when connecting.
 	Hostname string
+	// DNSName is the hostname a STRICT_DNS endpoint's Addr was resolved
+	// from ("" otherwise).
+	DNSName string
 	// Port is the endpoint port (also for DNS hosts).
 	Port uint16
 	// Weight is load_balancing_weight (1 when unset).

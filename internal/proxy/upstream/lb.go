@@ -17,22 +17,16 @@ type balancer interface {
 	pick(c *Cluster, cands []*Host, opts RequestOptions) *Host
 }
 
-func newBalancer(cfg *clusterConfig, hosts []*Host) balancer {
-	usable := make([]*Host, 0, len(hosts))
-	for _, h := range hosts {
-		if h.healthy {
-			usable = append(usable, h)
-		}
-	}
+func newBalancer(cfg *clusterConfig) balancer {
 	switch cfg.lbPolicy {
 	case clusterv3.Cluster_LEAST_REQUEST:
 		return leastRequest{}
 	case clusterv3.Cluster_RANDOM:
 		return random{}
 	case clusterv3.Cluster_RING_HASH:
-		return &hashBalancer{build: func(hs []*Host) hashTable { return newRing(hs, cfg.ringSize) }, all: usable}
+		return &hashBalancer{build: func(hs []*Host) hashTable { return newRing(hs, cfg.ringSize) }}
 	case clusterv3.Cluster_MAGLEV:
-		return &hashBalancer{build: func(hs []*Host) hashTable { return newMaglev(hs, cfg.maglevSize) }, all: usable}
+		return &hashBalancer{build: func(hs []*Host) hashTable { return newMaglev(hs, cfg.maglevSize) }}
 	}
 	return roundRobin{}
 }
@@ -44,17 +38,18 @@ func (c *Cluster) pick(opts RequestOptions) (*Host, error) {
 	}
 	now := c.now()
 	outlier := c.cfg.outlier != nil
-	cands := make([]*Host, 0, len(c.hosts))
-	for _, h := range c.hosts {
+	all := c.allHosts()
+	cands := make([]*Host, 0, len(all))
+	for _, h := range all {
 		if h.healthy && (!outlier || !h.Ejected(now)) {
 			cands = append(cands, h)
 		}
 	}
 	// Panic mode: below healthy_panic_threshold, balance over every host.
-	if len(c.hosts) > 0 && 100*float64(len(cands))/float64(len(c.hosts)) < c.cfg.panicThreshold {
-		cands = append(cands[:0], c.hosts...)
+	if len(all) > 0 && 100*float64(len(cands))/float64(len(all)) < c.cfg.panicThreshold {
+		cands = append(cands[:0], all...)
 	} else {
-		cands = c.byPriority(cands)
+		cands = c.byPriority(all, cands)
 	}
 	if len(cands) == 0 {
 		return nil, ErrNoHealthyUpstream
@@ -86,14 +81,14 @@ const overprovisioning = 140
 // byPriority narrows the candidates to one priority level. Like Envoy, a
 // level takes a share of the load equal to its health (healthy share ×
 // 1.4, at most 100%), and what it cannot take spills to the next level.
-func (c *Cluster) byPriority(cands []*Host) []*Host {
+func (c *Cluster) byPriority(all, cands []*Host) []*Host {
 	if len(cands) == 0 || !c.multiPriority {
 		return cands
 	}
 	total := map[uint32]int{}
 	healthy := map[uint32][]*Host{}
 	var levels []uint32
-	for _, h := range c.hosts {
+	for _, h := range all {
 		if total[h.Priority] == 0 {
 			levels = append(levels, h.Priority)
 		}
@@ -227,7 +222,6 @@ type hashTable interface {
 // ejected, not tried before) differ from the hosts it was built for.
 type hashBalancer struct {
 	build func([]*Host) hashTable
-	all   []*Host
 
 	mu    sync.Mutex
 	key   string

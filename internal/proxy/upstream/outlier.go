@@ -182,8 +182,9 @@ func (c *Cluster) enforced(pct uint32) bool {
 // mayEject applies max_ejection_percent: a host may be ejected while the
 // ejected share of the cluster is below it.
 func (c *Cluster) mayEject(now time.Time) bool {
-	total, ejected := len(c.hosts), 0
-	for _, h := range c.hosts {
+	all := c.allHosts()
+	total, ejected := len(all), 0
+	for _, h := range all {
 		if h.Ejected(now) {
 			ejected++
 		}

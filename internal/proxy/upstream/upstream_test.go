@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -898,14 +899,73 @@ func TestDNSClusters(t *testing.T) {
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: typ}
 		c.DnsLookupFamily = clusterv3.Cluster_V4_ONLY
 		c.LoadAssignment = cla("c", lbEndpoint("localhost:"+port, nil))
-		resp, h, err := get(t, mustBuild(t, snapshot(c), nil, nil).Get("c"), RequestOptions{})
+		set := mustBuild(t, snapshot(c), nil, nil)
+		t.Cleanup(func() { set.Release(nil) })
+		resp, h, err := get(t, set.Get("c"), RequestOptions{})
 		if err != nil {
 			t.Fatalf("%v: %v", typ, err)
 		}
 		resp.Body.Close()
-		if h.Hostname != "localhost" || resp.Header.Get("X-Backend") != "dns" {
-			t.Fatalf("%v: host %+v", typ, h)
+		if resp.Header.Get("X-Backend") != "dns" {
+			t.Fatalf("%v: answered by %q", typ, resp.Header.Get("X-Backend"))
 		}
+		switch typ {
+		case clusterv3.Cluster_STRICT_DNS: // one host per resolved address
+			if h.DNSName != "localhost" || h.Addr.String() != "127.0.0.1:"+port {
+				t.Fatalf("STRICT_DNS host %+v", h)
+			}
+		case clusterv3.Cluster_LOGICAL_DNS: // dialled by name
+			if h.Hostname != "localhost" {
+				t.Fatalf("LOGICAL_DNS host %+v", h)
+			}
+		}
+	}
+}
+
+func TestStrictDNSRefresh(t *testing.T) {
+	var mu sync.Mutex
+	answer := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	lookupNetIP = func(ctx context.Context, network, host string) ([]netip.Addr, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if host != "svc.example" {
+			return nil, errors.New("no such host")
+		}
+		return answer, nil
+	}
+	defer func() { lookupNetIP = net.DefaultResolver.LookupNetIP }()
+	c := staticCluster("c")
+	c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
+	c.DnsRefreshRate = durationpb.New(10 * time.Millisecond)
+	c.LoadAssignment = cla("c", lbEndpoint("svc.example:8080", nil), lbEndpoint("unresolvable.example:8080", nil))
+	set := mustBuild(t, snapshot(c), nil, nil)
+	defer set.Release(nil)
+	cl := set.Get("c")
+	addrs := func() []string {
+		var out []string
+		for _, h := range cl.Hosts() {
+			out = append(out, h.Address())
+		}
+		return out
+	}
+	if got := addrs(); len(got) != 2 || got[0] != "127.0.0.1:8080" || got[1] != "unresolvable.example:8080" {
+		t.Fatalf("hosts %v", got)
+	}
+	first := cl.Hosts()[0].state
+	mu.Lock()
+	answer = []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")}
+	mu.Unlock()
+	waitFor(t, func() bool { return len(addrs()) == 3 })
+	if cl.Hosts()[0].state != first {
+		t.Fatal("a re-resolved address lost its state")
+	}
+	set.Release(nil)
+	mu.Lock()
+	answer = []netip.Addr{netip.MustParseAddr("127.0.0.3")}
+	mu.Unlock()
+	time.Sleep(50 * time.Millisecond)
+	if got := addrs(); len(got) != 3 {
+		t.Fatalf("a released cluster kept resolving: %v", got)
 	}
 }
 
