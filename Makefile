@@ -53,6 +53,10 @@ bench: setup ## Benchmarks: install time, no-op reconcile, operator memory (loca
 	go test -run '^$$' -bench NoopReconcile -benchtime 200x -count 1 ./test/bench/
 	go test -run '^$$' -bench Injection -benchtime 3s -count 1 ./internal/inject/
 
+.PHONY: bench-dataplane
+bench-dataplane: setup ## Data plane: fortio through 2 Mizzen sidecars (mTLS) vs the same chain in nginx and haproxy, vs direct.
+	BIN=$$(hack/setup-bench.sh | tail -1) && MIZZEN_PERF=1 MIZZEN_BENCH_BIN=$$BIN go test -count=1 -v -timeout 30m -run DataplanePerf ./test/perf/
+
 .PHONY: docker-build
 docker-build: ## Build the one image holding every binary (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
