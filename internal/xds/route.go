@@ -12,6 +12,7 @@ import (
 	faultcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	cors "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	fault "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	previoushosts "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -580,6 +581,7 @@ func retryPolicy(r *networking.HTTPRetry) (*route.RetryPolicy, error) {
 			RetryOn:                       "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
 			NumRetries:                    wrapperspb.UInt32(2),
 			RetriableStatusCodes:          []uint32{503},
+			RetryHostPredicate:            previousHosts(),
 			HostSelectionRetryMaxAttempts: 5,
 		}, nil
 	}
@@ -587,8 +589,14 @@ func retryPolicy(r *networking.HTTPRetry) (*route.RetryPolicy, error) {
 		return nil, nil
 	}
 	p := &route.RetryPolicy{NumRetries: wrapperspb.UInt32(uint32(r.GetAttempts())), HostSelectionRetryMaxAttempts: 5}
+	if v := r.GetRetryIgnorePreviousHosts(); v == nil || v.GetValue() {
+		p.RetryHostPredicate = previousHosts()
+	}
 	if t := r.GetPerTryTimeout(); t != nil && t.AsDuration() > 0 {
 		p.PerTryTimeout = durationpb.New(t.AsDuration())
+	}
+	if b := r.GetBackoff(); b != nil && b.AsDuration() > 0 {
+		p.RetryBackOff = &route.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(b.AsDuration())}
 	}
 	on := r.GetRetryOn()
 	if on == "" {
@@ -741,4 +749,12 @@ func (g *gen) defaultRoute(svc *model.Service, port uint32) *route.Route {
 		Action:    &route.Route_Route{Route: a},
 		Decorator: &route.Decorator{Operation: svc.Hostname + ":" + portStr(port) + "/*"},
 	}
+}
+
+// previousHosts makes retries pick another endpoint (Istio's default).
+func previousHosts() []*route.RetryPolicy_RetryHostPredicate {
+	return []*route.RetryPolicy_RetryHostPredicate{{
+		Name:       "envoy.retry_host_predicates.previous_hosts",
+		ConfigType: &route.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushosts.PreviousHostsPredicate{})},
+	}}
 }

@@ -223,10 +223,13 @@ func TestHTTPRouteActions(t *testing.T) {
 		}},
 		{"timeout and retries with status codes", toV1(func(hr *networking.HTTPRoute) {
 			hr.Timeout = durationpb.New(3 * time.Second)
-			hr.Retries = &networking.HTTPRetry{Attempts: 4, PerTryTimeout: durationpb.New(time.Second), RetryOn: "gateway-error,503,504,reset"}
+			hr.Retries = &networking.HTTPRetry{Attempts: 4, PerTryTimeout: durationpb.New(time.Second), RetryOn: "gateway-error,503,504,reset", Backoff: durationpb.New(50 * time.Millisecond)}
 		}), func(t *testing.T, r *route.Route) {
 			a := r.GetRoute()
 			rp := a.GetRetryPolicy()
+			if rp.GetRetryBackOff().GetBaseInterval().AsDuration() != 50*time.Millisecond || rp.GetRetryHostPredicate()[0].GetName() != "envoy.retry_host_predicates.previous_hosts" {
+				t.Errorf("backoff and previous hosts = %v", rp)
+			}
 			if a.Timeout.AsDuration() != 3*time.Second || rp.NumRetries.GetValue() != 4 || rp.PerTryTimeout.AsDuration() != time.Second ||
 				rp.RetryOn != "gateway-error,retriable-status-codes,reset" || !slices.Equal(rp.RetriableStatusCodes, []uint32{503, 504}) {
 				t.Errorf("action = %v", a)
