@@ -113,8 +113,14 @@ type Server struct {
 
 	// seqMu pairs each PushContext with a sequence number so that a node
 	// never replaces its configuration with one from an older snapshot.
-	seqMu sync.Mutex
-	seq   uint64
+	seqMu    sync.Mutex
+	seq      uint64
+	lastPush *model.PushContext
+
+	// groups share one generated configuration among the proxies whose
+	// translation inputs are the same (configKey): replicas of a workload.
+	groupsMu sync.Mutex
+	groups   map[string]*group
 }
 
 // batch is a set of debounced changes.
@@ -163,8 +169,14 @@ func (n *node) snapshotOf(typeURL, version string) *cachev3.Snapshot {
 func (s *Server) snapshot() (*model.PushContext, uint64) {
 	s.seqMu.Lock()
 	defer s.seqMu.Unlock()
-	s.seq++
-	return s.opts.Discovery.Snapshot(), s.seq
+	push := s.opts.Discovery.Snapshot()
+	// The same snapshot keeps its number, so that proxies connecting
+	// between pushes share the configuration generated for their group.
+	if push != s.lastPush || push == nil {
+		s.seq++
+		s.lastPush = push
+	}
+	return push, s.seq
 }
 
 // New returns a server.
@@ -202,6 +214,7 @@ func New(opts Options) (*Server, error) {
 		nodes:   map[string]*node{},
 		notify:  make(chan struct{}, 1),
 		gen:     make(chan struct{}, opts.Workers),
+		groups:  map[string]*group{},
 	}
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{opts.Log})
 	return s, nil
@@ -313,6 +326,9 @@ func (s *Server) push(ctx context.Context, b *batch) {
 	close(work)
 	wg.Wait()
 	s.metrics.convergence.Observe(time.Since(b.first).Seconds())
+	if b.full {
+		s.pruneGroups()
+	}
 	s.log.Debug("pushed", "proxies", len(nodes), "full", b.full, "hostnames", len(b.hostnames), "since", time.Since(b.first))
 }
 
@@ -336,18 +352,121 @@ func (s *Server) generate(ctx context.Context, push *model.PushContext, seq uint
 			n.proxy = p
 		}
 	}
-	res, err := s.safeGenerate(push, n.proxy)
-	if err != nil {
-		s.metrics.internalErrors.Inc()
-		s.log.Error("generating configuration", "proxy", n.id, "err", err)
-		return
+	g := s.group(configKey(n.proxy))
+	g.mu.Lock()
+	if g.res == nil || g.seq < seq || (g.seq == seq && !g.full) {
+		res, err := s.safeGenerate(push, n.proxy)
+		if err != nil {
+			g.mu.Unlock()
+			s.metrics.internalErrors.Inc()
+			s.log.Error("generating configuration", "proxy", n.id, "err", err)
+			return
+		}
+		for _, sk := range res.Skipped {
+			s.opts.Discovery.ReportInvalid(sk.Kind, sk.Namespace, sk.Name, sk.Reason)
+		}
+		if err := g.set(res, seq, allTypes); err != nil {
+			g.mu.Unlock()
+			s.metrics.internalErrors.Inc()
+			s.log.Error("encoding resources", "proxy", n.id, "err", err)
+			return
+		}
+		g.full = true
 	}
-	for _, sk := range res.Skipped {
-		s.opts.Discovery.ReportInvalid(sk.Kind, sk.Namespace, sk.Name, sk.Reason)
-	}
-	n.res = res
-	s.setSnapshot(ctx, n, map[string]bool{xds.ClusterType: true, xds.EndpointType: true, xds.ListenerType: true, xds.RouteType: true, xds.SecretType: true})
+	res, versions, snap := g.res, g.versions, g.snap
+	g.mu.Unlock()
+	s.use(ctx, n, res, versions, snap)
 	s.metrics.pushTime.Observe(time.Since(start).Seconds())
+}
+
+// group is the configuration shared by the proxies of one configKey,
+// generated from the snapshot numbered seq. full tells whether it was
+// generated whole from that snapshot (rather than only its endpoints).
+type group struct {
+	mu       sync.Mutex
+	seq      uint64
+	full     bool
+	res      *xds.Resources
+	versions map[string]string
+	snap     *cachev3.Snapshot
+}
+
+// set makes res the group's configuration: the types in changed are
+// interned and hashed again, the others keep their versions. g.mu held.
+func (g *group) set(res *xds.Resources, seq uint64, changed []string) error {
+	todo := map[string]bool{}
+	for _, t := range changed {
+		todo[t] = true
+	}
+	for _, t := range allTypes {
+		if g.versions[t] == "" {
+			todo[t] = true
+		}
+	}
+	versions, err := internResources(res, todo)
+	if err != nil {
+		return err
+	}
+	next := map[string]string{}
+	for t, v := range g.versions {
+		next[t] = v
+	}
+	for t, v := range versions {
+		next[t] = v
+	}
+	snap := &cachev3.Snapshot{}
+	for typeURL, items := range resourceLists(res) {
+		snap.Resources[responseType(typeURL)] = cachev3.NewResources(next[typeURL], items)
+	}
+	g.res, g.versions, g.snap, g.seq = res, next, snap, seq
+	return nil
+}
+
+// group returns the group of key, creating it.
+func (s *Server) group(key string) *group {
+	s.groupsMu.Lock()
+	defer s.groupsMu.Unlock()
+	g := s.groups[key]
+	if g == nil {
+		g = &group{}
+		s.groups[key] = g
+	}
+	return g
+}
+
+// pruneGroups forgets the groups no connected proxy belongs to.
+func (s *Server) pruneGroups() {
+	s.mu.Lock()
+	used := map[string]bool{}
+	for _, n := range s.nodes {
+		if n.proxy != nil {
+			used[configKey(n.proxy)] = true
+		}
+	}
+	s.mu.Unlock()
+	s.groupsMu.Lock()
+	for k := range s.groups {
+		if !used[k] {
+			delete(s.groups, k)
+		}
+	}
+	s.groupsMu.Unlock()
+}
+
+// use gives node n a group's configuration. Callers hold n.mu.
+func (s *Server) use(ctx context.Context, n *node, res *xds.Resources, versions map[string]string, snap *cachev3.Snapshot) {
+	n.res = res
+	n.versions = versions
+	n.recentMu.Lock()
+	n.recent[1], n.recent[0] = n.recent[0], snap
+	n.recentMu.Unlock()
+	if n.gone {
+		return // disconnected meanwhile: its snapshot was cleared for good
+	}
+	if err := s.cache.SetSnapshot(ctx, n.id, snap); err != nil {
+		s.metrics.internalErrors.Inc()
+		s.log.Error("setting snapshot", "proxy", n.id, "err", err)
+	}
 }
 
 func (s *Server) safeGenerate(push *model.PushContext, p *model.Proxy) (res *xds.Resources, err error) {
@@ -363,7 +482,8 @@ func (s *Server) safeGenerate(push *model.PushContext, p *model.Proxy) (res *xds
 	return res, nil
 }
 
-// generateEndpoints regenerates only the EDS clusters of hostnames.
+// generateEndpoints regenerates only the EDS clusters of hostnames, once
+// per group.
 func (s *Server) generateEndpoints(ctx context.Context, push *model.PushContext, seq uint64, n *node, hostnames map[string]bool) {
 	s.gen <- struct{}{}
 	defer func() { <-s.gen }()
@@ -374,8 +494,33 @@ func (s *Server) generateEndpoints(ctx context.Context, push *model.PushContext,
 		return
 	}
 	n.seq = seq
+	g := s.group(configKey(n.proxy))
+	g.mu.Lock()
+	if g.res == nil {
+		g.mu.Unlock()
+		return
+	}
+	if g.seq < seq {
+		if !s.regenerateEndpoints(push, seq, g, n, hostnames) {
+			g.mu.Unlock()
+			return
+		}
+	}
+	res, versions, snap := g.res, g.versions, g.snap
+	g.mu.Unlock()
+	if res == n.res {
+		return // nothing changed for this group
+	}
+	s.use(ctx, n, res, versions, snap)
+	s.metrics.pushTime.Observe(time.Since(start).Seconds())
+}
+
+// regenerateEndpoints updates a group's EDS clusters of hostnames from
+// push, using n as the group's proxy; it reports whether anything was
+// regenerated. g.mu held.
+func (s *Server) regenerateEndpoints(push *model.PushContext, seq uint64, g *group, n *node, hostnames map[string]bool) bool {
 	var names []string
-	for _, c := range n.res.Clusters {
+	for _, c := range g.res.Clusters {
 		if c.GetEdsClusterConfig() == nil {
 			continue
 		}
@@ -386,7 +531,9 @@ func (s *Server) generateEndpoints(ctx context.Context, push *model.PushContext,
 		names = append(names, c.GetName())
 	}
 	if len(names) == 0 {
-		return
+		g.seq = seq
+		g.full = false
+		return true
 	}
 	var cla []*endpointv3.ClusterLoadAssignment
 	func() {
@@ -400,7 +547,7 @@ func (s *Server) generateEndpoints(ctx context.Context, push *model.PushContext,
 		cla = s.opts.GenerateEndpoints(push, n.proxy, names)
 	}()
 	byName := map[string]*endpointv3.ClusterLoadAssignment{}
-	for _, e := range n.res.Endpoints {
+	for _, e := range g.res.Endpoints {
 		byName[e.GetClusterName()] = e
 	}
 	for _, name := range names {
@@ -414,52 +561,15 @@ func (s *Server) generateEndpoints(ctx context.Context, push *model.PushContext,
 		merged = append(merged, e)
 	}
 	sort.Slice(merged, func(i, j int) bool { return merged[i].GetClusterName() < merged[j].GetClusterName() })
-	res := *n.res
+	res := *g.res
 	res.Endpoints = merged
-	n.res = &res
-	s.setSnapshot(ctx, n, map[string]bool{xds.EndpointType: true})
-	s.metrics.pushTime.Observe(time.Since(start).Seconds())
-}
-
-// setSnapshot sets n's snapshot from n.res; only the types in changed are
-// interned and hashed again, the others keep their versions (and are not
-// resent). Callers hold n.mu.
-func (s *Server) setSnapshot(ctx context.Context, n *node, changed map[string]bool) {
-	if n.versions == nil {
-		n.versions = map[string]string{}
-	}
-	todo := map[string]bool{}
-	for t := range changed {
-		todo[t] = true
-	}
-	for _, t := range allTypes {
-		if n.versions[t] == "" {
-			todo[t] = true
-		}
-	}
-	versions, err := internResources(n.res, todo)
-	if err != nil {
+	if err := g.set(&res, seq, []string{xds.EndpointType}); err != nil {
 		s.metrics.internalErrors.Inc()
-		s.log.Error("encoding resources", "proxy", n.id, "err", err)
-		return
+		s.log.Error("encoding endpoints", "proxy", n.id, "err", err)
+		return false
 	}
-	for t, v := range versions {
-		n.versions[t] = v
-	}
-	snap := &cachev3.Snapshot{}
-	for typeURL, items := range resourceLists(n.res) {
-		snap.Resources[responseType(typeURL)] = cachev3.NewResources(n.versions[typeURL], items)
-	}
-	n.recentMu.Lock()
-	n.recent[1], n.recent[0] = n.recent[0], snap
-	n.recentMu.Unlock()
-	if n.gone {
-		return // disconnected meanwhile: its snapshot was cleared for good
-	}
-	if err := s.cache.SetSnapshot(ctx, n.id, snap); err != nil {
-		s.metrics.internalErrors.Inc()
-		s.log.Error("setting snapshot", "proxy", n.id, "err", err)
-	}
+	g.full = false
+	return true
 }
 
 var allTypes = []string{xds.ClusterType, xds.EndpointType, xds.ListenerType, xds.RouteType, xds.SecretType}
