@@ -297,10 +297,11 @@ func (h *hcm) record(r *http.Request, rw *respWriter, ci *connInfo, ri RequestIn
 	}
 	vals := l.values()
 	m := h.d.metrics
-	m.requests.WithLabelValues(vals...).Inc()
-	m.duration.WithLabelValues(vals...).Observe(float64(dur.Microseconds()) / 1000)
-	m.reqBytes.WithLabelValues(vals...).Observe(float64(bytesIn + headerSize(r.Header)))
-	m.respBytes.WithLabelValues(vals...).Observe(float64(rw.n + headerSize(rw.Header())))
+	series := m.httpSeriesFor(vals)
+	series.requests.Inc()
+	series.duration.Observe(float64(dur.Microseconds()) / 1000)
+	series.reqBytes.Observe(float64(bytesIn + headerSize(r.Header)))
+	series.respBytes.Observe(float64(rw.n + headerSize(rw.Header())))
 }
 
 func headerSize(h http.Header) int64 {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	xdstype "github.com/cncf/xds/go/xds/type/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +43,33 @@ type metrics struct {
 	tcpReceived *prometheus.CounterVec
 	tcpOpened   *prometheus.CounterVec
 	tcpClosed   *prometheus.CounterVec
+
+	// observers caches the four HTTP series of each label set (keyed by
+	// the joined values), so a request costs one map lookup instead of
+	// hashing Istio's 25 labels four times.
+	observers sync.Map // string -> *httpSeries
+}
+
+// httpSeries are the HTTP metrics of one label set.
+type httpSeries struct {
+	requests                      prometheus.Counter
+	duration, reqBytes, respBytes prometheus.Observer
+}
+
+// httpSeriesFor returns the series of vals.
+func (m *metrics) httpSeriesFor(vals []string) *httpSeries {
+	key := strings.Join(vals, "\xff")
+	if s, ok := m.observers.Load(key); ok {
+		return s.(*httpSeries)
+	}
+	s := &httpSeries{
+		requests:  m.requests.WithLabelValues(vals...),
+		duration:  m.duration.WithLabelValues(vals...),
+		reqBytes:  m.reqBytes.WithLabelValues(vals...),
+		respBytes: m.respBytes.WithLabelValues(vals...),
+	}
+	actual, _ := m.observers.LoadOrStore(key, s)
+	return actual.(*httpSeries)
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -188,7 +217,35 @@ func encodePeer(p *peer) string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
+// peerCache keeps decoded peer metadata by header value: a workload's
+// peers send the same few values on every request. It is emptied when it
+// grows past peerCacheMax entries.
+var (
+	peerCache     sync.Map // string -> *peer
+	peerCacheSize atomic.Int64
+)
+
+const peerCacheMax = 4096
+
+// decodePeer decodes an x-envoy-peer-metadata value (cached; the peer
+// returned is shared and must not be modified).
 func decodePeer(v string) (*peer, error) {
+	if p, ok := peerCache.Load(v); ok {
+		return p.(*peer), nil
+	}
+	p, err := decodePeerValue(v)
+	if err != nil {
+		return nil, err
+	}
+	if peerCacheSize.Add(1) > peerCacheMax {
+		peerCache.Clear()
+		peerCacheSize.Store(1)
+	}
+	peerCache.Store(v, p)
+	return p, nil
+}
+
+func decodePeerValue(v string) (*peer, error) {
 	b, err := base64.StdEncoding.DecodeString(v)
 	if err != nil {
 		return nil, fmt.Errorf("peer metadata: %w", err)
