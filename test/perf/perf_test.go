@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,6 +133,12 @@ func TestDataplanePerf(t *testing.T) {
 
 	var results []result
 	results = append(results, run(t, dir, "direct", "http://"+echoAddr+"/echo", "", nil))
+	// MIZZEN_PERF_PROFILE=<dir> also records a CPU profile of each proxy.
+	if pd := os.Getenv("MIZZEN_PERF_PROFILE"); pd != "" {
+		for _, w := range []*mesh.Workload{client, server} {
+			go profile(t, w.AdminURL(), filepath.Join(pd, w.Name+".pprof"))
+		}
+	}
 	results = append(results, run(t, dir, "mizzen (2 sidecars, mTLS)", meshURL, host, []int{client.Proxy.Pid(), server.Proxy.Pid()}))
 
 	if err := peerCerts(dir); err != nil {
@@ -340,6 +347,20 @@ func start(t *testing.T, bin string, args ...string) *exec.Cmd {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	return cmd
+}
+
+// profile saves a CPU profile of a proxy taken during its run.
+func profile(t *testing.T, admin, path string) {
+	time.Sleep(5 * time.Second) // past the warm-up
+	secs := int(settings.duration.Seconds()) - 4
+	resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", admin, max(secs, 1)))
+	if err != nil {
+		t.Logf("profile %s: %v", admin, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	_ = os.WriteFile(path, b, 0o644)
 }
 
 func waitHTTP(t *testing.T, url string) { waitHTTPHost(t, url, "") }

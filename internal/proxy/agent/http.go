@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strings"
 
@@ -63,6 +64,10 @@ func (a *Agent) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /stats", a.textStats)
 	mux.Handle("GET /stats/prometheus", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	// Go's profiler, like Envoy's admin /cpuprofiler and /heapprofiler:
+	// the admin port listens on loopback only.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("POST /quitquitquit", func(w http.ResponseWriter, r *http.Request) {
 		a.quitOnce.Do(func() { close(a.quit) })
 		fmt.Fprintln(w, "OK")
