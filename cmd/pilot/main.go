@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mizzen-mesh/mizzen/internal/pilot"
+	"github.com/mizzen-mesh/mizzen/internal/validation"
 )
 
 func main() {
@@ -52,11 +53,17 @@ func run(args []string) error {
 	fs.DurationVar(&o.DebounceAfter, "debounce-after", 100*time.Millisecond, "quiet time after a change before pushing")
 	fs.DurationVar(&o.DebounceMax, "debounce-max", 1000*time.Millisecond, "longest a push waits under continuous changes")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 10*1000*time.Millisecond, "bound of the graceful stop")
-	fs.StringVar(&o.ValidatingWebhookConfig, "validating-webhook-config", "", "ValidatingWebhookConfiguration whose caBundle is kept set to the mesh root")
+	fs.StringVar(&o.ValidatingWebhookConfig, "validating-webhook-config", "", "ValidatingWebhookConfiguration whose caBundle is kept set to the mesh root (default: the controlplane chart's istio-validator{-rev}-<namespace>; - for none)")
 	fs.StringVar(&o.AddressesFile, "addresses-file", "", "write the bound addresses as JSON to this file once ready")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	switch o.ValidatingWebhookConfig {
+	case "":
+		o.ValidatingWebhookConfig = validation.WebhookConfigName(o.Revision, o.Namespace)
+	case "-":
+		o.ValidatingWebhookConfig = ""
 	}
 	if extraSANs != "" {
 		o.ExtraSANs = strings.Split(extraSANs, ",")
