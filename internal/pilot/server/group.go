@@ -28,9 +28,13 @@ func configKey(p *model.Proxy) string {
 	w(p.Namespace)
 	w(p.ConfigNamespace)
 	w(p.ServiceAccount)
-	w(p.WorkloadName)
-	if p.WorkloadName == "" {
-		w(p.PodName)
+	// The workload and pod names only name the tracing service when the
+	// labels don't (internal/xds/telemetry).
+	if p.Labels["service.istio.io/canonical-name"] == "" && p.Labels["app.kubernetes.io/name"] == "" && p.Labels["app"] == "" {
+		w(p.WorkloadName)
+		if p.WorkloadName == "" {
+			w(p.PodName)
+		}
 	}
 	w(string(p.InterceptionMode))
 	for _, k := range slices.Sorted(maps.Keys(p.Labels)) {
