@@ -53,6 +53,10 @@ bench: setup ## Benchmarks: install time, no-op reconcile, operator memory (loca
 	go test -run '^$$' -bench NoopReconcile -benchtime 200x -count 1 ./test/bench/
 	go test -run '^$$' -bench Injection -benchtime 3s -count 1 ./internal/inject/
 
+.PHONY: bench-pilot
+bench-pilot: setup ## Control plane at scale: 1000 services, 2000 xDS clients in another process, one VirtualService change.
+	go test -tags bench -count=1 -v -timeout 60m -run TestPilotScale ./test/pilotbench/
+
 .PHONY: bench-dataplane
 bench-dataplane: setup ## Data plane: fortio through 2 Mizzen sidecars (mTLS) vs the same chain in nginx and haproxy, vs direct.
 	BIN=$$(hack/setup-bench.sh | tail -1) && MIZZEN_PERF=1 MIZZEN_BENCH_BIN=$$BIN go test -count=1 -v -timeout 30m -run DataplanePerf ./test/perf/
