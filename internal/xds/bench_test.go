@@ -63,3 +63,21 @@ func BenchmarkGenerate(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkGenerateEndpoints is an endpoint-only push of 10 clusters of a
+// 1000-service mesh.
+func BenchmarkGenerateEndpoints(b *testing.B) {
+	push := largeMesh(1000)
+	proxy := productpageProxy()
+	var names []string
+	for i := 0; i < 10; i++ {
+		names = append(names, fmt.Sprintf("outbound|8080||svc%d.ns%d.svc.cluster.local", i*7, (i*7)%10))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if got := GenerateEndpoints(push, proxy, names); len(got) != 10 {
+			b.Fatalf("%d assignments", len(got))
+		}
+	}
+}

@@ -50,7 +50,7 @@ func (g *gen) buildClusters() {
 		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
 		ConnectTimeout:       g.connectTimeout(),
 	}
-	if g.proxy.Type != model.Router {
+	if g.proxy.Type != model.Router && !g.endpointsOnly {
 		g.clusters[InboundPassthroughCluster] = &cluster.Cluster{
 			Name:                 InboundPassthroughCluster,
 			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_ORIGINAL_DST},
@@ -66,32 +66,61 @@ func (g *gen) buildClusters() {
 			spec = dr.Spec
 		}
 		for _, port := range svc.Ports {
+			if g.endpointsOnly && dr == nil {
+				// nothing can fail without a DestinationRule: only the
+				// EDS target matters
+				if discoveryType(svc, policy{}) == cluster.Cluster_EDS {
+					g.eds[ClusterName(Outbound, port.Port, "", svc.Hostname)] = edsTarget{svc: svc, port: port.Port}
+				}
+				continue
+			}
 			// build returns the clusters of the port; an invalid
 			// DestinationRule is reported and the port falls back to
 			// defaults.
-			build := func(spec *networking.DestinationRule) []*cluster.Cluster {
-				out := []*cluster.Cluster{g.outboundCluster(svc, port, spec, nil)}
+			type built struct {
+				c      *cluster.Cluster
+				subset map[string]string
+			}
+			build := func(spec *networking.DestinationRule) []built {
+				out := []built{{c: g.outboundCluster(svc, port, spec, nil)}}
 				for _, ss := range spec.GetSubsets() {
 					if ss.GetName() != "" {
-						out = append(out, g.outboundCluster(svc, port, spec, ss))
+						out = append(out, built{g.outboundCluster(svc, port, spec, ss), ss.GetLabels()})
 					}
 				}
-				for _, c := range out {
-					if err := c.ValidateAll(); err != nil {
-						panic(fmt.Sprintf("cluster %s: %v", c.Name, err))
+				for _, b := range out {
+					if err := b.c.ValidateAll(); err != nil {
+						panic(fmt.Sprintf("cluster %s: %v", b.c.Name, err))
 					}
 				}
 				return out
 			}
-			var out []*cluster.Cluster
+			var out []built
 			if dr == nil || !g.guard(model.KindDestinationRule, dr.Namespace, dr.Name, func() { out = build(spec) }) {
 				g.guard("Service", svc.Namespace, svc.Name, func() { out = build(nil) })
 			}
-			for _, c := range out {
-				g.clusters[c.Name] = c
+			for _, b := range out {
+				g.clusters[b.c.Name] = b.c
+				if b.c.GetType() == cluster.Cluster_EDS {
+					g.eds[b.c.Name] = edsTarget{svc: svc, port: port.Port, subset: b.subset}
+				}
 			}
 		}
 	}
+}
+
+// discoveryType is how the proxy finds a cluster's endpoints.
+func discoveryType(svc *model.Service, pol policy) cluster.Cluster_DiscoveryType {
+	switch {
+	case strings.HasPrefix(svc.Hostname, "*") || svc.Resolution == model.Passthrough ||
+		pol.lb.GetSimple() == networking.LoadBalancerSettings_PASSTHROUGH:
+		return cluster.Cluster_ORIGINAL_DST
+	case svc.Resolution == model.DNSLB:
+		return cluster.Cluster_STRICT_DNS
+	case svc.Resolution == model.DNSRoundRobinLB:
+		return cluster.Cluster_LOGICAL_DNS
+	}
+	return cluster.Cluster_EDS
 }
 
 func (g *gen) outboundCluster(svc *model.Service, port model.Port, dr *networking.DestinationRule, ss *networking.Subset) *cluster.Cluster {
@@ -106,21 +135,11 @@ func (g *gen) outboundCluster(svc *model.Service, port model.Port, dr *networkin
 	if t := pol.pool.GetTcp().GetConnectTimeout(); t != nil && t.AsDuration() > 0 {
 		c.ConnectTimeout = durationpb.New(t.AsDuration())
 	}
-	discovery := cluster.Cluster_EDS
-	switch {
-	case strings.HasPrefix(svc.Hostname, "*") || svc.Resolution == model.Passthrough ||
-		pol.lb.GetSimple() == networking.LoadBalancerSettings_PASSTHROUGH:
-		discovery = cluster.Cluster_ORIGINAL_DST
-	case svc.Resolution == model.DNSLB:
-		discovery = cluster.Cluster_STRICT_DNS
-	case svc.Resolution == model.DNSRoundRobinLB:
-		discovery = cluster.Cluster_LOGICAL_DNS
-	}
+	discovery := discoveryType(svc, pol)
 	c.ClusterDiscoveryType = &cluster.Cluster_Type{Type: discovery}
 	switch discovery {
 	case cluster.Cluster_EDS:
 		c.EdsClusterConfig = &cluster.Cluster_EdsClusterConfig{EdsConfig: adsSource(), ServiceName: name}
-		g.eds[name] = edsTarget{svc: svc, port: port.Port, subset: ss.GetLabels()}
 	case cluster.Cluster_STRICT_DNS, cluster.Cluster_LOGICAL_DNS:
 		c.LoadAssignment = g.dnsAssignment(name, svc, port, ss.GetLabels(), discovery == cluster.Cluster_LOGICAL_DNS)
 		c.DnsLookupFamily = cluster.Cluster_V4_ONLY

@@ -400,6 +400,19 @@ func TestGenerateRandomInputs(t *testing.T) {
 			r := Generate(push, proxy)
 			validateAll(t, r)
 			proxyAccepts(t, r)
+			var names []string
+			for _, e := range r.Endpoints {
+				names = append(names, e.ClusterName)
+			}
+			only := GenerateEndpoints(push, proxy, names)
+			if len(only) != len(r.Endpoints) {
+				t.Errorf("GenerateEndpoints returned %d assignments, Generate %d", len(only), len(r.Endpoints))
+			}
+			for j := range only {
+				if j < len(r.Endpoints) && !proto.Equal(only[j], r.Endpoints[j]) {
+					t.Errorf("GenerateEndpoints differs for %s", only[j].ClusterName)
+				}
+			}
 		}
 		if t.Failed() {
 			t.Fatalf("input %d: %x", i, data)

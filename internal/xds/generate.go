@@ -21,6 +21,9 @@ type gen struct {
 	proxy *model.Proxy
 	scope *scope
 	tel   TelemetrySettings
+	// endpointsOnly: GenerateEndpoints needs the EDS targets, not the
+	// clusters themselves.
+	endpointsOnly bool
 
 	// services visible to the proxy, in PushContext order.
 	services []*model.Service
@@ -78,6 +81,7 @@ func Generate(push *model.PushContext, proxy *model.Proxy) (res *Resources) {
 // clusters, as Generate would (names the proxy does not see are ignored).
 func GenerateEndpoints(push *model.PushContext, proxy *model.Proxy, clusterNames []string) []*endpoint.ClusterLoadAssignment {
 	g := newGen(push, proxy)
+	g.endpointsOnly = true
 	defer func() { _ = recover() }()
 	g.buildClusters()
 	var out []*endpoint.ClusterLoadAssignment
