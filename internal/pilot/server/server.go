@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -692,7 +693,26 @@ func (s *Server) ConnectedProxies() []string {
 // cacheLogger adapts slog to go-control-plane's logger, at debug level.
 type cacheLogger struct{ l *slog.Logger }
 
-func (c cacheLogger) Debugf(f string, a ...any) { c.l.Debug(fmt.Sprintf(f, a...)) }
-func (c cacheLogger) Infof(f string, a ...any)  { c.l.Debug(fmt.Sprintf(f, a...)) }
-func (c cacheLogger) Warnf(f string, a ...any)  { c.l.Warn(fmt.Sprintf(f, a...)) }
-func (c cacheLogger) Errorf(f string, a ...any) { c.l.Error(fmt.Sprintf(f, a...)) }
+// Messages are only formatted when their level is enabled: the cache logs
+// every watch and response, which at thousands of proxies costs more than
+// the pushes themselves.
+func (c cacheLogger) logf(level slog.Level, f string, a []any) {
+	if c.l.Enabled(context.Background(), level) {
+		c.l.Log(context.Background(), level, fmt.Sprintf(f, a...))
+	}
+}
+
+func (c cacheLogger) Debugf(f string, a ...any) { c.logf(slog.LevelDebug, f, a) }
+func (c cacheLogger) Infof(f string, a ...any)  { c.logf(slog.LevelDebug, f, a) }
+
+// Warnf: the cache warns when an ADS request does not name every resource
+// of the snapshot; the proxy asks again once it has the new clusters or
+// listeners, so that is routine, logged at debug level.
+func (c cacheLogger) Warnf(f string, a ...any) {
+	if strings.HasPrefix(f, "ADS mode: not responding") {
+		c.logf(slog.LevelDebug, f, a)
+		return
+	}
+	c.logf(slog.LevelWarn, f, a)
+}
+func (c cacheLogger) Errorf(f string, a ...any) { c.logf(slog.LevelError, f, a) }
