@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/mizzen-mesh/mizzen/internal/pilot/server/xdsclient"
@@ -74,12 +75,16 @@ func TestEndpointsFollowPods(t *testing.T) {
 	}
 	c := mustDial(t, workloadTLS(t, addrs.GRPC, ns, "client"), xdsclient.Options{Node: node("sidecar", "10.20.0.7", "client-1", ns, "client", nil, nil)})
 	for _, replicas := range []int{1, 3, 1} {
-		scale, err := cs.AppsV1().Deployments(ns).GetScale(ctx, "web", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		scale.Spec.Replicas = int32(replicas)
-		if _, err := cs.AppsV1().Deployments(ns).UpdateScale(ctx, "web", scale, metav1.UpdateOptions{}); err != nil {
+		// The deployment controller updates the object too: retry on conflict.
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			scale, err := cs.AppsV1().Deployments(ns).GetScale(ctx, "web", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			scale.Spec.Replicas = int32(replicas)
+			_, err = cs.AppsV1().Deployments(ns).UpdateScale(ctx, "web", scale, metav1.UpdateOptions{})
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, fmt.Sprintf("%d endpoints", replicas), func() error {
