@@ -224,7 +224,7 @@ func New(opts Options) (*Server, error) {
 // Register serves ADS (SotW and delta) on gs; ctx bounds the xDS streams.
 func (s *Server) Register(ctx context.Context, gs *grpc.Server) {
 	if s.xds == nil {
-		s.xds = serverv3.NewServer(ctx, &wireCache{SnapshotCache: s.cache, s: s}, &callbacks{s}, sotw.WithOrderedADS())
+		s.xds = serverv3.NewServer(ctx, newWireCache(s.cache, s), &callbacks{s}, sotw.WithOrderedADS())
 	}
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, s.xds)
 }

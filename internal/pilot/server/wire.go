@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
 	"runtime"
 	"sync"
+	"time"
 	"weak"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -93,13 +95,50 @@ func wireOf(typeURL string, r types.Resource) (*anypb.Any, error) {
 
 // wireCache is the snapshot cache with SotW responses built from the wire
 // table. Delta streams use the snapshot cache as it is.
+//
+// It also bounds how many responses are in flight (sent and not yet
+// answered by the proxy's next request of that type) to maxInFlight, as
+// Istio throttles its pushes: a response waits for a slot before it is
+// handed to the stream, so that at most that many configurations sit in
+// gRPC's send buffers while slow proxies read them. A slot is given back
+// when the proxy's next request of the type arrives (its ACK or NACK), when
+// the watch is cancelled, or after inFlightTimeout.
 type wireCache struct {
 	cachev3.SnapshotCache
-	s *Server
+	s        *Server
+	inFlight chan struct{}
+
+	mu      sync.Mutex
+	pending map[watchKey]func() // releases the slot of a sent response
+}
+
+type watchKey struct{ node, typeURL string }
+
+const (
+	maxInFlight     = 100
+	inFlightTimeout = 5 * time.Second
+)
+
+func newWireCache(sc cachev3.SnapshotCache, s *Server) *wireCache {
+	return &wireCache{SnapshotCache: sc, s: s, inFlight: make(chan struct{}, maxInFlight), pending: map[watchKey]func(){}}
+}
+
+// release gives back the slot held for k, if any.
+func (c *wireCache) release(k watchKey) {
+	c.mu.Lock()
+	f := c.pending[k]
+	delete(c.pending, k)
+	c.mu.Unlock()
+	if f != nil {
+		f()
+	}
 }
 
 // CreateWatch forwards the snapshot cache's responses, rebuilt.
 func (c *wireCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
+	key := watchKey{req.GetNode().GetId(), req.GetTypeUrl()}
+	// A new request of this type answers the previous response.
+	c.release(key)
 	in := make(chan cachev3.Response, 1)
 	done := make(chan struct{})
 	cancel, err := c.SnapshotCache.CreateWatch(req, sub, in)
@@ -111,10 +150,27 @@ func (c *wireCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, 
 			select {
 			case <-done:
 				return
-			case r := <-in:
+			case raw := <-in:
+				r := c.rebuild(raw)
 				select {
-				case out <- c.rebuild(r):
+				case c.inFlight <- struct{}{}:
 				case <-done:
+					return
+				}
+				var once sync.Once
+				free := func() { once.Do(func() { <-c.inFlight }) }
+				timer := time.AfterFunc(inFlightTimeout, free)
+				c.mu.Lock()
+				prev := c.pending[key]
+				c.pending[key] = func() { timer.Stop(); free() }
+				c.mu.Unlock()
+				if prev != nil {
+					prev()
+				}
+				select {
+				case out <- r:
+				case <-done:
+					c.release(key)
 					return
 				}
 			}
@@ -130,15 +186,25 @@ func (c *wireCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, 
 }
 
 // wireResponse is a snapshot cache response whose wire form was assembled
-// from shared encodings.
+// from shared encodings. It keeps only what the stream needs of the cache's
+// own response, which holds a wrapper per resource and is left to the
+// collector at once.
 type wireResponse struct {
-	cachev3.Response
-	out *discovery.DiscoveryResponse
+	req      *discovery.DiscoveryRequest
+	version  string
+	returned map[string]string
+	ctx      context.Context
+	out      *discovery.DiscoveryResponse
 }
 
 func (r *wireResponse) GetDiscoveryResponse() (*discovery.DiscoveryResponse, error) {
 	return r.out, nil
 }
+func (r *wireResponse) GetRequest() *discovery.DiscoveryRequest { return r.req }
+func (r *wireResponse) GetVersion() (string, error)             { return r.version, nil }
+func (r *wireResponse) GetResponseVersion() string              { return r.version }
+func (r *wireResponse) GetReturnedResources() map[string]string { return r.returned }
+func (r *wireResponse) GetContext() context.Context             { return r.ctx }
 
 // rebuild finds the snapshot r was made from (the node's recent ones) and
 // assembles its resources from the wire table; r is returned unchanged
@@ -173,5 +239,5 @@ func (c *wireCache) rebuild(r cachev3.Response) cachev3.Response {
 		}
 		out.Resources = append(out.Resources, a)
 	}
-	return &wireResponse{Response: r, out: out}
+	return &wireResponse{req: req, version: version, returned: r.GetReturnedResources(), ctx: r.GetContext(), out: out}
 }
