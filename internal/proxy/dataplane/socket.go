@@ -6,9 +6,9 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"syscall"
 	"time"
-	"unsafe"
+
+	"github.com/mizzen-mesh/mizzen/internal/proxy/capture"
 )
 
 // socket is one bound address. It survives snapshots that keep a listener
@@ -148,45 +148,13 @@ func (d *Dataplane) handle(sock netip.AddrPort, c net.Conn) {
 	}
 }
 
-// originalDst reads SO_ORIGINAL_DST (the address before an nat REDIRECT)
-// of an IPv4 or IPv6 TCP connection.
+// originalDst reads the original destination (SO_ORIGINAL_DST) of a
+// captured TCP connection, with internal/proxy/capture (IPv4, IPv6 and
+// IPv4 on a dual-stack listener).
 func originalDst(c net.Conn) (netip.AddrPort, error) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return netip.AddrPort{}, errors.New("not a tcp connection")
 	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	const soOriginalDst = 80 // SO_ORIGINAL_DST and IP6T_SO_ORIGINAL_DST
-	var out netip.AddrPort
-	var serr error
-	v6 := addrPort(c.LocalAddr()).Addr().Is6()
-	err = raw.Control(func(fd uintptr) {
-		var buf [28]byte // sockaddr_in6 is the larger
-		l := uint32(len(buf))
-		level := syscall.SOL_IP
-		if v6 {
-			level = syscall.SOL_IPV6
-		}
-		_, _, e := syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, uintptr(level), soOriginalDst,
-			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(&l)), 0)
-		if e != 0 {
-			serr = e
-			return
-		}
-		port := uint16(buf[2])<<8 | uint16(buf[3])
-		if v6 {
-			var a [16]byte
-			copy(a[:], buf[8:24])
-			out = netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), port)
-		} else {
-			out = netip.AddrPortFrom(netip.AddrFrom4([4]byte{buf[4], buf[5], buf[6], buf[7]}), port)
-		}
-	})
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	return out, serr
+	return capture.OriginalDst(tc)
 }
