@@ -89,37 +89,7 @@ func shiftSetup(t *testing.T, prefix string) (ns, url, host string) {
 	ns = namespace(t, prefix)
 	reviews(t, ns)
 	host = ns + ".example.com"
-	gw := "gateway"
-	apply(t, ns, fmt.Sprintf(`
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata:
-  name: %[2]s
-spec:
-  selector:
-    istio: ingressgateway
-  servers:
-  - port:
-      number: 8080
-      name: http
-      protocol: HTTP
-    hosts:
-    - %[1]q
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: reviews
-spec:
-  host: reviews
-  subsets:
-  - name: v1
-    labels:
-      version: v1
-  - name: v2
-    labels:
-      version: v2
-`, host, gw)+"\n---\n"+fmt.Sprintf(shiftVS, host, gw, 100, 0))
+	apply(t, ns, fmt.Sprintf(gatewayAndSubsets, host)+fmt.Sprintf(shiftVS, host, "bookinfo-gateway", 100, 0))
 	url = "http://" + ingress.PodIP + ":8080/"
 	eventually(t, "route through the gateway", func() error {
 		code, body, err := get(client, url, host, nil)
@@ -141,7 +111,7 @@ func TestVirtualServiceChangeUnderLoad(t *testing.T) {
 		if i%2 == 1 {
 			w1 = 100
 		}
-		apply(t, ns, fmt.Sprintf(shiftVS, host, "gateway", w1, 100-w1))
+		apply(t, ns, fmt.Sprintf(shiftVS, host, "bookinfo-gateway", w1, 100-w1))
 		time.Sleep(700 * time.Millisecond)
 	}
 	l.stop(t)
@@ -166,7 +136,7 @@ func TestControlPlaneKilledUnderLoad(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	l.stop(t)
 	// The restarted control plane pushes new config to the reconnected proxies.
-	apply(t, ns, fmt.Sprintf(shiftVS, host, "gateway", 0, 100))
+	apply(t, ns, fmt.Sprintf(shiftVS, host, "bookinfo-gateway", 0, 100))
 	eventually(t, "new config after the restart", func() error {
 		code, body, err := get(client, url, host, nil)
 		if err != nil || code != 200 || body != "v2" {

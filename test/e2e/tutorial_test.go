@@ -22,15 +22,10 @@ func reviews(t *testing.T, ns string) (v1, v2 *versionApp) {
 	return v1, v2
 }
 
-// TestTutorialSplit applies Istio's traffic-shifting tutorial as written
-// (a Gateway selecting istio: ingressgateway, a DestinationRule with v1/v2
-// subsets, a VirtualService matching the prefix /myapp, rewriting it to /
-// and splitting 90/10) and sends 1000 requests through the ingress gateway.
-func TestTutorialSplit(t *testing.T) {
-	ns := namespace(t, "tutorial")
-	v1, v2 := reviews(t, ns)
-	host := ns + ".example.com"
-	apply(t, ns, fmt.Sprintf(`
+// gatewayAndSubsets is the tutorial's Gateway (bookinfo-gateway, selecting
+// istio: ingressgateway, port 8080, host %[1]q) and the reviews
+// DestinationRule with subsets v1 and v2, followed by "---".
+const gatewayAndSubsets = `
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata:
@@ -60,6 +55,17 @@ spec:
     labels:
       version: v2
 ---
+`
+
+// TestTutorialSplit applies Istio's traffic-shifting tutorial as written
+// (a Gateway selecting istio: ingressgateway, a DestinationRule with v1/v2
+// subsets, a VirtualService matching the prefix /myapp, rewriting it to /
+// and splitting 90/10) and sends 1000 requests through the ingress gateway.
+func TestTutorialSplit(t *testing.T) {
+	ns := namespace(t, "tutorial")
+	v1, v2 := reviews(t, ns)
+	host := ns + ".example.com"
+	apply(t, ns, fmt.Sprintf(gatewayAndSubsets+`
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
