@@ -246,7 +246,8 @@ func (r *MeshInstallReconciler) reconcile(ctx context.Context, obj *v1alpha1.Mes
 	obj.Status.AppliedRevision = revisionName(obj)
 
 	// 5. Health, from the live objects.
-	components, err := componentHealth(ctx, r.Client, r.Scheme(), res.Components, res.Objects)
+	applied := func(o *unstructured.Unstructured) (apply.Observed, bool) { return r.Applier.Applied(obj.UID, o) }
+	components, err := componentHealth(ctx, r.Client, r.Scheme(), res.Components, res.Objects, applied)
 	if err != nil {
 		return ctrl.Result{}, outcome{err: transient(ReasonReconciliationFailed, err)}
 	}

@@ -13,12 +13,20 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mizzen-mesh/mizzen/api/v1alpha1"
+	"github.com/mizzen-mesh/mizzen/internal/apply"
 	"github.com/mizzen-mesh/mizzen/internal/render"
 )
 
+// appliedFunc tells what the last apply left of an object in the API server
+// (its UID and generation), when known.
+type appliedFunc func(*unstructured.Unstructured) (apply.Observed, bool)
+
 // componentHealth computes every component's state from the live objects in
-// the cache, with kstatus deciding each object's status.
-func componentHealth(ctx context.Context, c client.Reader, scheme *runtime.Scheme, components []render.Component, objects []*unstructured.Unstructured) ([]v1alpha1.ComponentStatus, error) {
+// the cache, with kstatus deciding each object's status. An object the cache
+// shows older than the last apply left it (a Deployment whose new
+// generation has not arrived yet) is Progressing: its status there
+// describes the previous spec.
+func componentHealth(ctx context.Context, c client.Reader, scheme *runtime.Scheme, components []render.Component, objects []*unstructured.Unstructured, applied appliedFunc) ([]v1alpha1.ComponentStatus, error) {
 	byComponent := map[string][]*unstructured.Unstructured{}
 	for _, o := range objects {
 		name := o.GetLabels()[render.LabelComponent]
@@ -32,7 +40,7 @@ func componentHealth(ctx context.Context, c client.Reader, scheme *runtime.Schem
 		}
 		cs := v1alpha1.ComponentStatus{Name: comp.Name, State: v1alpha1.ComponentHealthy}
 		for _, o := range byComponent[comp.Name] {
-			st, msg, err := objectStatus(ctx, c, scheme, o)
+			st, msg, err := objectStatus(ctx, c, scheme, o, applied)
 			if err != nil {
 				return nil, err
 			}
@@ -59,7 +67,7 @@ var statusKinds = map[schema.GroupKind]bool{
 	{Group: "autoscaling", Kind: "HorizontalPodAutoscaler"}: true,
 }
 
-func objectStatus(ctx context.Context, c client.Reader, scheme *runtime.Scheme, o *unstructured.Unstructured) (kstatus.Status, string, error) {
+func objectStatus(ctx context.Context, c client.Reader, scheme *runtime.Scheme, o *unstructured.Unstructured, applied appliedFunc) (kstatus.Status, string, error) {
 	gvk := o.GroupVersionKind()
 	key := client.ObjectKeyFromObject(o)
 	if !statusKinds[gvk.GroupKind()] {
@@ -86,6 +94,11 @@ func objectStatus(ctx context.Context, c client.Reader, scheme *runtime.Scheme, 
 			return kstatus.NotFoundStatus, "not found", nil
 		}
 		return "", "", err
+	}
+	if applied != nil {
+		if want, ok := applied(o); ok && (live.GetUID() != want.UID || live.GetGeneration() < want.Generation) {
+			return kstatus.InProgressStatus, fmt.Sprintf("generation %d applied, not observed yet", want.Generation), nil
+		}
 	}
 	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(live)
 	if err != nil {

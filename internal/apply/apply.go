@@ -47,6 +47,15 @@ type Applier struct {
 type appliedSet struct {
 	digest       string
 	fingerprints map[string]string
+	// observed is each object as the apply left it in the API server:
+	// health read from a cache holding anything older is not yet health.
+	observed map[string]Observed
+}
+
+// Observed identifies one state of an object: its UID and generation.
+type Observed struct {
+	UID        types.UID
+	Generation int64
 }
 
 // New returns an Applier. direct must read and write the API server without
@@ -82,6 +91,19 @@ func (a *Applier) UpToDate(ctx context.Context, owner types.UID, digest string, 
 	return true
 }
 
+// Applied returns the UID and generation o had in the API server right after
+// owner's last apply, if that apply included it.
+func (a *Applier) Applied(owner types.UID, o *unstructured.Unstructured) (Observed, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	set := a.applied[owner]
+	if set == nil {
+		return Observed{}, false
+	}
+	ob, ok := set.observed[render.ObjectKey(o)]
+	return ob, ok
+}
+
 // Forget drops what is remembered of owner's last apply.
 func (a *Applier) Forget(owner types.UID) {
 	a.mu.Lock()
@@ -100,6 +122,7 @@ func (a *Applier) Forget(owner types.UID) {
 func (a *Applier) Apply(ctx context.Context, owner types.UID, digest string, objects []*unstructured.Unstructured) (*ssa.ChangeSet, error) {
 	a.Forget(owner)
 	before := make(map[string]string, len(objects))
+	observed := make(map[string]Observed, len(objects))
 	toApply := make([]*unstructured.Unstructured, len(objects))
 	for i, o := range objects {
 		toApply[i] = o.DeepCopy()
@@ -109,6 +132,7 @@ func (a *Applier) Apply(ctx context.Context, owner types.UID, digest string, obj
 		switch {
 		case err == nil:
 			before[render.ObjectKey(o)] = fingerprint(live)
+			observed[render.ObjectKey(o)] = Observed{UID: live.GetUID(), Generation: live.GetGeneration()}
 		case !apierrors.IsNotFound(err) && !isNoMatch(err):
 			return nil, fmt.Errorf("reading %s: %w", render.ObjectKey(o), err)
 		}
@@ -126,17 +150,33 @@ func (a *Applier) Apply(ctx context.Context, owner types.UID, digest string, obj
 		return cs, err
 	}
 	fps := make(map[string]string, len(objects))
+	byKey := make(map[string]*unstructured.Unstructured, len(objects))
+	for _, o := range objects {
+		byKey[render.ObjectKey(o)] = o
+	}
 	for _, e := range cs.Entries {
+		key := e.ObjMetadata.GroupKind.Group + "/" + e.ObjMetadata.GroupKind.Kind + "/" + e.ObjMetadata.Namespace + "/" + e.ObjMetadata.Name
 		if e.Action != ssa.UnchangedAction {
+			// Created or changed: read back the UID and generation the
+			// API server now holds.
+			o, ok := byKey[key]
+			if !ok {
+				continue
+			}
+			live := &metav1.PartialObjectMetadata{}
+			live.SetGroupVersionKind(o.GroupVersionKind())
+			if err := a.direct.Get(ctx, client.ObjectKeyFromObject(o), live); err != nil {
+				return cs, fmt.Errorf("reading back %s: %w", key, err)
+			}
+			observed[key] = Observed{UID: live.GetUID(), Generation: live.GetGeneration()}
 			continue
 		}
-		key := e.ObjMetadata.GroupKind.Group + "/" + e.ObjMetadata.GroupKind.Kind + "/" + e.ObjMetadata.Namespace + "/" + e.ObjMetadata.Name
 		if fp, ok := before[key]; ok {
 			fps[key] = fp
 		}
 	}
 	a.mu.Lock()
-	a.applied[owner] = &appliedSet{digest: digest, fingerprints: fps}
+	a.applied[owner] = &appliedSet{digest: digest, fingerprints: fps, observed: observed}
 	a.mu.Unlock()
 	return cs, nil
 }
