@@ -125,6 +125,9 @@ type MeshConfig struct {
 	TrustDomain   string      `json:"trustDomain,omitempty"`
 	RootNamespace string      `json:"rootNamespace,omitempty"`
 	DefaultConfig ProxyConfig `json:"defaultConfig,omitempty"`
+	// EnablePrometheusMerge points the pod's prometheus.io annotations at
+	// the proxy, which serves its metrics and the app's (default true).
+	EnablePrometheusMerge *bool `json:"enablePrometheusMerge,omitempty"`
 }
 
 // ProxyConfig is the subset of Istio's ProxyConfig the injector honours,

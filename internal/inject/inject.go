@@ -46,6 +46,14 @@ const (
 
 	// EnvAppProbers carries the rewritten probes' originals to the proxy.
 	EnvAppProbers = "ISTIO_KUBE_APP_PROBERS"
+	// EnvPrometheusAnnotations carries the app's prometheus.io annotations
+	// to the proxy when metrics are merged.
+	EnvPrometheusAnnotations = "ISTIO_PROMETHEUS_ANNOTATIONS"
+
+	AnnotationMergeMetrics = "prometheus.istio.io/merge-metrics"
+	AnnotationPromScrape   = "prometheus.io/scrape"
+	AnnotationPromPort     = "prometheus.io/port"
+	AnnotationPromPath     = "prometheus.io/path"
 
 	proxyBinary = "/usr/local/bin/proxy"
 	proxyUID    = int64(1337)
@@ -253,6 +261,13 @@ func Inject(pod *corev1.Pod, cfg *Config) (*corev1.Pod, error) {
 	}
 
 	proxy := proxyContainer(pod, cfg, pc, res, logLevel, probers)
+	merge, err := prometheusMerge(out, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if merge != "" {
+		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: EnvPrometheusAnnotations, Value: merge})
+	}
 	if native {
 		proxy.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 		// A native sidecar's startup probe holds the app containers until
@@ -323,6 +338,60 @@ func Inject(pod *corev1.Pod, cfg *Config) (*corev1.Pod, error) {
 	st, _ := json.Marshal(status)
 	out.Annotations[AnnotationStatus] = string(st)
 	return out, nil
+}
+
+// prometheusMerge points out's prometheus.io annotations at the proxy's
+// status port, where the proxy serves its own metrics followed by the
+// app's, and returns the app's original annotations as JSON for the proxy
+// ("" when nothing is merged). Merging is on unless meshConfig's
+// enablePrometheusMerge or the pod's prometheus.istio.io/merge-metrics
+// annotation turn it off; a pod that says prometheus.io/scrape: "false" is
+// left alone.
+func prometheusMerge(out *corev1.Pod, cfg *Config) (string, error) {
+	enabled := true
+	if b := cfg.Values.MeshConfig.EnablePrometheusMerge; b != nil {
+		enabled = *b
+	}
+	ann := out.Annotations
+	if v, ok := ann[AnnotationMergeMetrics]; ok {
+		b, err := parseBool(v)
+		if err != nil {
+			return "", &AnnotationError{AnnotationMergeMetrics, v, err}
+		}
+		enabled = b
+	}
+	if !enabled {
+		return "", nil
+	}
+	if v, ok := ann[AnnotationPromScrape]; ok {
+		if b, err := parseBool(v); err == nil && !b {
+			return "", nil
+		}
+	}
+	app := map[string]string{}
+	for key, field := range map[string]string{AnnotationPromScrape: "scrape", AnnotationPromPort: "port", AnnotationPromPath: "path"} {
+		if v, ok := ann[key]; ok {
+			app[field] = strings.TrimSpace(v)
+		}
+	}
+	if app["scrape"] != "" {
+		b, _ := parseBool(app["scrape"])
+		app["scrape"] = strconv.FormatBool(b)
+	}
+	if out.Annotations == nil {
+		out.Annotations = map[string]string{}
+	}
+	out.Annotations[AnnotationPromScrape] = "true"
+	out.Annotations[AnnotationPromPort] = strconv.Itoa(portStatus)
+	out.Annotations[AnnotationPromPath] = "/stats/prometheus"
+	if len(app) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(app)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
 }
 
 func setDefault(m map[string]string, k, v string) {

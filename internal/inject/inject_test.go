@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/mizzen-mesh/mizzen/internal/golden"
@@ -80,6 +81,9 @@ meshConfig:
 			AnnotationProxyMemoryLimit: "512Mi",
 			AnnotationProxyConfig:      "holdApplicationUntilProxyStarts: true\nconcurrency: 2\nproxyMetadata:\n  ISTIO_META_DNS_CAPTURE: \"true\"\n",
 			AnnotationRewriteProbes:    "true",
+			AnnotationPromScrape:       "true",
+			AnnotationPromPort:         "9080",
+			AnnotationPromPath:         "/stats",
 		}},
 		{name: "canary-revision", native: false, spec: `
 profile: minimal
@@ -387,5 +391,80 @@ func TestConfigRejectsBadValues(t *testing.T) {
 	c, err := ParseConfig([]byte("policy: enabled"), []byte(`{"global":{"hub":"h","image":"i","tag":"t"},"sidecar":{"nativeSidecar":false}}`))
 	if err != nil || c.Values.Sidecar.NativeSidecar != NativeFalse {
 		t.Fatalf("nativeSidecar as a boolean: %v %v", c, err)
+	}
+}
+
+// Metrics merging: the pod's prometheus.io annotations point at the
+// proxy's status port and the app's own travel to the proxy; meshConfig
+// and the pod can turn it off, and scrape: "false" is left alone.
+func TestPrometheusMerge(t *testing.T) {
+	envOf := func(p *corev1.Pod) (string, bool) {
+		for _, e := range findContainer(p.Spec.Containers, ProxyContainerName).Env {
+			if e.Name == EnvPrometheusAnnotations {
+				return e.Value, true
+			}
+		}
+		return "", false
+	}
+	annotate := func(kv ...string) func(*corev1.Pod) {
+		return func(p *corev1.Pod) {
+			if p.Annotations == nil {
+				p.Annotations = map[string]string{}
+			}
+			for i := 0; i < len(kv); i += 2 {
+				p.Annotations[kv[i]] = kv[i+1]
+			}
+		}
+	}
+	minimal := chartConfig(t, "profile: minimal")
+	cfg := *minimal
+	cfg.NativeSidecarsSupported = false
+	noMerge := cfg
+	noMerge.Values.MeshConfig.EnablePrometheusMerge = ptr.To(false)
+
+	for _, tc := range []struct {
+		name      string
+		cfg       *Config
+		mutate    func(*corev1.Pod)
+		wantPort  string // prometheus.io/port after injection ("" = absent)
+		wantEnv   string // "" = no env
+		wantError string
+	}{
+		{name: "no app annotations", cfg: &cfg, wantPort: "15020"},
+		{name: "app scraped", cfg: &cfg, mutate: annotate(AnnotationPromScrape, "true", AnnotationPromPort, "9090", AnnotationPromPath, "/metrics"),
+			wantPort: "15020", wantEnv: `{"path":"/metrics","port":"9090","scrape":"true"}`},
+		{name: "scrape false", cfg: &cfg, mutate: annotate(AnnotationPromScrape, "false", AnnotationPromPort, "9090"), wantPort: "9090"},
+		{name: "pod opts out", cfg: &cfg, mutate: annotate(AnnotationMergeMetrics, "false", AnnotationPromPort, "9090"), wantPort: "9090"},
+		{name: "mesh off", cfg: &noMerge},
+		{name: "mesh off, pod opts in", cfg: &noMerge, mutate: annotate(AnnotationMergeMetrics, "true"), wantPort: "15020"},
+		{name: "bad annotation", cfg: &cfg, mutate: annotate(AnnotationMergeMetrics, "maybe"), wantError: AnnotationMergeMetrics},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := &corev1.Pod{}
+			mustYAML(t, appPod, pod)
+			if tc.mutate != nil {
+				tc.mutate(pod)
+			}
+			out, err := Inject(pod, tc.cfg)
+			if tc.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantError) {
+					t.Fatalf("err %v, want one naming %s", err, tc.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := out.Annotations[AnnotationPromPort]; got != tc.wantPort {
+				t.Errorf("prometheus.io/port %q, want %q", got, tc.wantPort)
+			}
+			if tc.wantPort == "15020" && (out.Annotations[AnnotationPromPath] != "/stats/prometheus" || out.Annotations[AnnotationPromScrape] != "true") {
+				t.Errorf("annotations %v", out.Annotations)
+			}
+			env, ok := envOf(out)
+			if env != tc.wantEnv || ok != (tc.wantEnv != "") {
+				t.Errorf("%s=%q (set %v), want %q", EnvPrometheusAnnotations, env, ok, tc.wantEnv)
+			}
+		})
 	}
 }

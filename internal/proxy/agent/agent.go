@@ -6,7 +6,8 @@
 //	15000 (127.0.0.1) admin: /config_dump, /stats, /ready, POST /quitquitquit
 //	15020 status: /app-health/<container>/<livez|readyz|startupz> replaying the
 //	      app's original HTTP probes ($ISTIO_KUBE_APP_PROBERS), /healthz/ready,
-//	      /stats/prometheus (the proxy's metrics; the app's are not merged)
+//	      /stats/prometheus (the proxy's metrics, then the app's from
+//	      $ISTIO_PROMETHEUS_ANNOTATIONS: see merge.go)
 //	15021 /healthz/ready: 200 once the certificate is held, the first
 //	      configuration is applied and the data plane's listeners are up
 //	15090 /stats/prometheus: the proxy's registry (the data plane registers
@@ -151,20 +152,24 @@ func ParseProxyConfig(s string) (ProxyConfig, time.Duration, error) {
 
 // Agent is a running proxy's control side; see Run.
 type Agent struct {
-	opts     Options
-	env      map[string]string
-	log      *slog.Logger
-	node     *config.Node
-	certs    *certs.Manager
-	xds      *xdsclient.Client
-	dp       Dataplane
-	reg      *prometheus.Registry
-	probers  map[string]Prober
-	podIP    string
-	drain    time.Duration
-	draining atomic.Bool
-	quit     chan struct{}
-	quitOnce sync.Once
+	opts    Options
+	env     map[string]string
+	log     *slog.Logger
+	node    *config.Node
+	certs   *certs.Manager
+	xds     *xdsclient.Client
+	dp      Dataplane
+	reg     *prometheus.Registry
+	probers map[string]Prober
+	podIP   string
+	// appScrape is the app's metrics endpoint merged into the status
+	// port's /stats/prometheus (nil: none).
+	appScrape *AppScrape
+	scrapes   *scrapeCounters
+	drain     time.Duration
+	draining  atomic.Bool
+	quit      chan struct{}
+	quitOnce  sync.Once
 }
 
 // Run runs the proxy until ctx ends, then drains and returns nil; it
@@ -241,10 +246,17 @@ func newAgent(opts Options) (*Agent, error) {
 	if a.probers, err = ParseProbers(a.env["ISTIO_KUBE_APP_PROBERS"]); err != nil {
 		return nil, err
 	}
+	if a.appScrape, err = ParseAppScrape(a.env[EnvPrometheusAnnotations]); err != nil {
+		return nil, err
+	}
 	a.reg = opts.Registry
 	if a.reg == nil {
 		a.reg = prometheus.NewRegistry()
 		a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	a.scrapes = newScrapeCounters()
+	if err := register(a.reg, a.scrapes.scrapes, a.scrapes.failures); err != nil {
+		return nil, err
 	}
 	caServerName := opts.ServerName
 	a.certs, err = certs.New(certs.Options{

@@ -93,7 +93,7 @@ func (r *running) get(t *testing.T, addr, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func start(t *testing.T, probers string) *running {
+func start(t *testing.T, probers string, extraEnv ...string) *running {
 	t.Helper()
 	r := &running{ca: certstest.Start(t, 0), dp: &fakeDataplane{drainStart: make(chan struct{})}, done: make(chan error, 1)}
 	r.cp = xdstest.Start(t, r.ca)
@@ -106,6 +106,7 @@ func start(t *testing.T, probers string) *running {
 	if probers != "" {
 		env = append(env, "ISTIO_KUBE_APP_PROBERS="+probers)
 	}
+	env = append(env, extraEnv...)
 	listening := make(chan Addresses, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stop = cancel

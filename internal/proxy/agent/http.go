@@ -38,7 +38,7 @@ func (a *Agent) statusHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz/ready", a.readyHandler)
 	mux.HandleFunc("GET /app-health/{container}/{kind}", a.appHealth)
-	mux.Handle("GET /stats/prometheus", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /stats/prometheus", a.mergedStats)
 	return mux
 }
 

@@ -78,11 +78,22 @@ func (a *Agent) appHealth(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(status)
 }
 
-// probe sends the app's probe. The target is the probe's host or the pod
-// IP (as the kubelet would), else localhost. Towards the pod IP the
-// connection leaves from 127.0.0.6 (IPv6: ::6, which "proxy init" puts on
-// lo), which the capture rules never redirect to the proxy's inbound side.
+// probe sends the app's probe and returns the app's status.
 func (a *Agent) probe(ctx context.Context, g *HTTPGet, timeout time.Duration) (int, error) {
+	resp, err := a.appGet(ctx, g, timeout, "kube-probe/mizzen")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 10<<10))
+	return resp.StatusCode, nil
+}
+
+// appGet sends a GET to the app, as the kubelet would. The target is g's
+// host or the pod IP, else localhost. Towards the pod IP the connection
+// leaves from 127.0.0.6 (IPv6: ::6, which "proxy init" puts on lo), which
+// the capture rules never redirect to the proxy's inbound side.
+func (a *Agent) appGet(ctx context.Context, g *HTTPGet, timeout time.Duration, userAgent string) (*http.Response, error) {
 	host := g.Host
 	if host == "" {
 		host = a.podIP
@@ -120,9 +131,9 @@ func (a *Agent) probe(ctx context.Context, g *HTTPGet, timeout time.Duration) (i
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	req.Header.Set("User-Agent", "kube-probe/mizzen")
+	req.Header.Set("User-Agent", userAgent)
 	for _, h := range g.HTTPHeaders {
 		if strings.EqualFold(h.Name, "Host") {
 			req.Host = h.Value
@@ -130,11 +141,5 @@ func (a *Agent) probe(ctx context.Context, g *HTTPGet, timeout time.Duration) (i
 		}
 		req.Header.Add(h.Name, h.Value)
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 10<<10))
-	return resp.StatusCode, nil
+	return client.Do(req)
 }
