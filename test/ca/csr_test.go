@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -151,14 +152,18 @@ func TestRefused(t *testing.T) {
 	otherAudience := token(t, ns, "cart", "other")
 	gone := serviceAccount(t, ns, "gone", "istio-ca")
 
-	// The token of a deleted ServiceAccount: TokenRequest cannot mint a
-	// token that expires in less than 10 minutes, so an invalidated token
-	// stands for an expired one; both fail the TokenReview.
+	// The token of a deleted ServiceAccount is refused as well.
 	if _, err := request(gone, csr(t), 0); err != nil {
 		t.Fatalf("before the ServiceAccount is deleted: %v", err)
 	}
 	if err := cs.CoreV1().ServiceAccounts(ns).Delete(context.Background(), "gone", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
+	}
+
+	// The same token re-signed with its validity around now is accepted:
+	// the expired one below is refused for its expiry alone.
+	if _, err := request(resign(t, good, time.Now().Add(-time.Minute), time.Now().Add(time.Hour)), csr(t), 0); err != nil {
+		t.Fatalf("re-signed valid token refused: %v", err)
 	}
 
 	before := csrCount(t, ca.ResultUnauthenticated)
@@ -168,6 +173,7 @@ func TestRefused(t *testing.T) {
 		"forged token":       forge(t, good),
 		"wrong audience":     otherAudience,
 		"deleted SA's token": gone,
+		"expired token":      resign(t, good, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)),
 	}
 	for name, tok := range unauth {
 		t.Run(name, func(t *testing.T) {
@@ -238,6 +244,67 @@ func forge(t *testing.T, real string) string {
 	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:])
 	if err != nil {
 		t.Fatal(err)
+	}
+	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+// resign returns real valid from iat until exp, signed with the API
+// server's own key: expired, it is a token the API server issued that has
+// since expired (TokenRequest will not mint one shorter than 10 minutes).
+func resign(t *testing.T, real string, iat, exp time.Time) string {
+	t.Helper()
+	if saSigningKey == "" {
+		t.Fatal("the API server's token signing key is not available")
+	}
+	parts := strings.Split(real, ".")
+	if len(parts) != 3 {
+		t.Fatalf("token has %d parts", len(parts))
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(raw, &claims); err != nil {
+		t.Fatal(err)
+	}
+	claims["iat"] = iat.Unix()
+	claims["nbf"] = iat.Unix()
+	claims["exp"] = exp.Unix()
+	c, _ := json.Marshal(claims)
+	signed := parts[0] + "." + base64.RawURLEncoding.EncodeToString(c)
+
+	pemBytes, err := os.ReadFile(saSigningKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(pemBytes)
+	if block == nil {
+		t.Fatal("signing key is not PEM")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		if k, err = x509.ParsePKCS1PrivateKey(block.Bytes); err != nil {
+			t.Fatalf("signing key: %v", err)
+		}
+	}
+	sum := sha256.Sum256([]byte(signed))
+	var sig []byte
+	switch key := k.(type) {
+	case *ecdsa.PrivateKey: // ES256: r || s, 32 bytes each
+		r, s, err := ecdsa.Sign(rand.Reader, key, sum[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig = make([]byte, 64)
+		r.FillBytes(sig[:32])
+		s.FillBytes(sig[32:])
+	case *rsa.PrivateKey: // RS256
+		if sig, err = rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:]); err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatalf("signing key of type %T", k)
 	}
 	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
 }

@@ -42,6 +42,8 @@ var (
 	publisher *ca.RootPublisher
 	caClient  pb.IstioCertificateServiceClient
 	registry  = prometheus.NewRegistry()
+	// saSigningKey is the API server's token signing key (PEM file).
+	saSigningKey string
 )
 
 func TestMain(m *testing.M) {
@@ -55,6 +57,7 @@ func startCA(ctx context.Context, c *cluster.Cluster) (func() error, error) {
 	if cs, err = kubernetes.NewForConfig(c.Config); err != nil {
 		return nil, err
 	}
+	saSigningKey = c.ServiceAccountSigningKeyFile()
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: meshNamespace}}, metav1.CreateOptions{}); err != nil {
 		return nil, err
 	}

@@ -509,6 +509,18 @@ func (c *Cluster) WriteKubeconfig(path string) error {
 	return os.Rename(tmp, path)
 }
 
+// ServiceAccountSigningKeyFile is the PEM private key the API server signs
+// ServiceAccount tokens with ("" when the API server generated none), for
+// tests that need a token the API server itself would have issued, e.g.
+// one already expired, which TokenRequest refuses to mint.
+func (c *Cluster) ServiceAccountSigningKeyFile() string {
+	f := filepath.Join(c.Env.ControlPlane.APIServer.CertDir, "sa-signer.key")
+	if _, err := os.Stat(f); err != nil {
+		return ""
+	}
+	return f
+}
+
 // Host returns the API server's address, host:port.
 func (c *Cluster) Host() string {
 	u := c.Env.ControlPlane.APIServer.SecureServing
