@@ -22,11 +22,14 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-const otelTracer = "envoy.tracers.opentelemetry"
+const (
+	otelTracer   = "envoy.tracers.opentelemetry"
+	zipkinTracer = "envoy.tracers.zipkin"
+)
 
 // tracer is one connection manager's tracing: W3C trace context and B3
-// extraction and injection, spans exported over OTLP/gRPC to the cluster
-// the provider names.
+// extraction and injection, spans exported over OTLP/gRPC or as Zipkin v2
+// JSON to the cluster the provider names.
 type tracer struct {
 	tp   *sdktrace.TracerProvider
 	conn *grpc.ClientConn
@@ -39,6 +42,17 @@ type spanState struct {
 	span trace.Span
 }
 
+// dialCluster connects to a host of the named cluster of the current
+// configuration (tracing collectors).
+func (d *Dataplane) dialCluster(ctx context.Context, cluster string) (net.Conn, error) {
+	st := d.cur.Load()
+	if st == nil {
+		return nil, fmt.Errorf("no configuration yet")
+	}
+	c, _, err := st.upstreams.DialTCP(ctx, cluster, netip.AddrPort{})
+	return c, err
+}
+
 // newTracer builds the tracer of a connection manager; client is true for
 // a sidecar's outbound side, whose spans are client spans.
 func (d *Dataplane) newTracer(cfg *hcmv3.HttpConnectionManager_Tracing, client bool) (*tracer, error) {
@@ -46,40 +60,72 @@ func (d *Dataplane) newTracer(cfg *hcmv3.HttpConnectionManager_Tracing, client b
 	if p == nil {
 		return nil, fmt.Errorf("no provider")
 	}
-	if p.GetName() != otelTracer {
-		return nil, fmt.Errorf("provider %q is not supported", p.GetName())
-	}
-	oc := &tracev3.OpenTelemetryConfig{}
-	if err := anyTo(p.GetTypedConfig(), oc); err != nil {
-		return nil, err
-	}
-	cluster := oc.GetGrpcService().GetEnvoyGrpc().GetClusterName()
-	if cluster == "" {
-		return nil, fmt.Errorf("grpc_service.envoy_grpc.cluster_name is required")
-	}
 	ratio := 1.0
 	if rs := cfg.GetRandomSampling(); rs != nil {
 		ratio = rs.GetValue() / 100
 	}
-	conn, err := grpc.NewClient("passthrough:///"+cluster,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			st := d.cur.Load()
-			if st == nil {
-				return nil, fmt.Errorf("no configuration yet")
-			}
-			c, _, err := st.upstreams.DialTCP(ctx, cluster, netip.AddrPort{})
-			return c, err
-		}))
-	if err != nil {
-		return nil, fmt.Errorf("otlp client: %w", err)
+	var (
+		exp  sdktrace.SpanExporter
+		conn *grpc.ClientConn
+		svc  string
+	)
+	switch p.GetName() {
+	case otelTracer:
+		oc := &tracev3.OpenTelemetryConfig{}
+		if err := anyTo(p.GetTypedConfig(), oc); err != nil {
+			return nil, err
+		}
+		cluster := oc.GetGrpcService().GetEnvoyGrpc().GetClusterName()
+		if cluster == "" {
+			return nil, fmt.Errorf("grpc_service.envoy_grpc.cluster_name is required")
+		}
+		var err error
+		conn, err = grpc.NewClient("passthrough:///"+cluster,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+				return d.dialCluster(ctx, cluster)
+			}))
+		if err != nil {
+			return nil, fmt.Errorf("otlp client: %w", err)
+		}
+		exp, err = otlptracegrpc.New(context.Background(), otlptracegrpc.WithGRPCConn(conn))
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("otlp exporter: %w", err)
+		}
+		svc = oc.GetServiceName()
+	case zipkinTracer:
+		zc := &tracev3.ZipkinConfig{}
+		if err := anyTo(p.GetTypedConfig(), zc); err != nil {
+			return nil, err
+		}
+		cluster := zc.GetCollectorCluster()
+		if cluster == "" {
+			return nil, fmt.Errorf("collector_cluster is required")
+		}
+		if v := zc.GetCollectorEndpointVersion(); v != tracev3.ZipkinConfig_HTTP_JSON {
+			return nil, fmt.Errorf("collector_endpoint_version %s is not supported; HTTP_JSON is", v)
+		}
+		path := zc.GetCollectorEndpoint()
+		if !strings.HasPrefix(path, "/") {
+			return nil, fmt.Errorf("collector_endpoint %q is not a path", path)
+		}
+		host := zc.GetCollectorHostname()
+		if host == "" {
+			host = cluster
+		}
+		exp = &zipkinExporter{
+			url: "http://" + host + path, host: host, traceID128: zc.GetTraceId_128Bit(),
+			client: &http.Client{Timeout: zipkinTimeout, Transport: &http.Transport{
+				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+					return d.dialCluster(ctx, cluster)
+				},
+				MaxIdleConnsPerHost: 1,
+			}},
+		}
+	default:
+		return nil, fmt.Errorf("provider %q is not supported (%s and %s are)", p.GetName(), otelTracer, zipkinTracer)
 	}
-	exp, err := otlptracegrpc.New(context.Background(), otlptracegrpc.WithGRPCConn(conn))
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("otlp exporter: %w", err)
-	}
-	svc := oc.GetServiceName()
 	if svc == "" {
 		svc = d.opts.Node.CanonicalService() + "." + d.opts.Node.Namespace
 	}
@@ -133,7 +179,9 @@ func (t *tracer) end(s *spanState, r *http.Request, code int, ri RequestInfo) {
 
 func (t *tracer) shutdown(ctx context.Context) {
 	_ = t.tp.Shutdown(ctx)
-	_ = t.conn.Close()
+	if t.conn != nil {
+		_ = t.conn.Close()
+	}
 }
 
 // B3 is the Zipkin B3 propagator: it extracts the single "b3" header or
