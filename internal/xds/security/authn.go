@@ -55,9 +55,6 @@ func (b *builder) jwtAuthentication() *jwt.JwtAuthentication {
 				b.skipped(model.KindRequestAuthentication, ra.Meta, fmt.Sprintf("jwtRules[%d]: %v: provider left out", j, err))
 				continue
 			}
-			if len(rule.GetFromCookies()) > 0 {
-				b.skipped(model.KindRequestAuthentication, ra.Meta, fmt.Sprintf("jwtRules[%d]: fromCookies is not supported: tokens in cookies are not read", j))
-			}
 			if keysErr != nil {
 				b.skipped(model.KindRequestAuthentication, ra.Meta, fmt.Sprintf("jwtRules[%d]: %v: the provider has no keys, its tokens are rejected", j, keysErr))
 			}
@@ -117,6 +114,7 @@ func (b *builder) jwtProvider(r *securityv1beta1.JWTRule) (p *jwt.JwtProvider, k
 		Audiences:            r.GetAudiences(),
 		Forward:              r.GetForwardOriginalToken(),
 		FromParams:           r.GetFromParams(),
+		FromCookies:          r.GetFromCookies(),
 		ForwardPayloadHeader: strings.ToLower(r.GetOutputPayloadToHeader()),
 		PayloadInMetadata:    r.GetIssuer(),
 	}

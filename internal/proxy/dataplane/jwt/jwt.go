@@ -44,6 +44,7 @@ type provider struct {
 	forward    bool
 	headers    []*jwtv3.JwtHeader
 	params     []string
+	cookies    []string
 	claimHdrs  []*jwtv3.JwtClaimToHeader
 	payloadHdr string
 	skew       time.Duration
@@ -102,10 +103,11 @@ func compileProvider(name string, p *jwtv3.JwtProvider, fetch Fetcher) (*provide
 	if p.GetClockSkewSeconds() > 0 {
 		pr.skew = time.Duration(p.GetClockSkewSeconds()) * time.Second
 	}
-	if len(p.GetFromCookies()) > 0 {
-		return nil, errors.New("from_cookies is not supported")
-	}
-	if len(pr.headers) == 0 && len(pr.params) == 0 {
+	pr.cookies = p.GetFromCookies()
+	// Tokens are looked for where the provider says, else in the default
+	// places (Envoy's rule: only when headers, params and cookies are all
+	// unset).
+	if len(pr.headers) == 0 && len(pr.params) == 0 && len(pr.cookies) == 0 {
 		pr.headers = []*jwtv3.JwtHeader{{Name: "Authorization", ValuePrefix: "Bearer "}}
 		pr.params = []string{"access_token"}
 	}
@@ -339,6 +341,13 @@ func (p *provider) extract(r *http.Request) (string, func()) {
 				q.Del(name)
 				r.URL.RawQuery = q.Encode()
 			}
+		}
+	}
+	for _, name := range p.cookies {
+		// A token in a cookie stays: the Cookie header carries the
+		// client's other cookies too.
+		if c, err := r.Cookie(name); err == nil && c.Value != "" {
+			return c.Value, func() {}
 		}
 	}
 	return "", nil

@@ -168,11 +168,56 @@ func TestRemoteJWKSCachedAndFailure(t *testing.T) {
 func TestCompileRejectsUnsupported(t *testing.T) {
 	for name, cfg := range map[string]*jwtv3.JwtAuthentication{
 		"unknown provider": {Rules: []*jwtv3.RequirementRule{ruleFor("/", needs("nope"))}},
-		"cookies":          {Providers: map[string]*jwtv3.JwtProvider{"p": {FromCookies: []string{"c"}, JwksSourceSpecifier: local(`{"keys":[]}`)}}},
 		"empty jwks":       {Providers: map[string]*jwtv3.JwtProvider{"p": {JwksSourceSpecifier: local(`{"keys":[]}`)}}},
 	} {
 		if _, err := Compile(cfg, nil); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// A provider with from_cookies reads the token from the named cookie, and
+// only there: the default Authorization header is then not consulted.
+func TestTokenFromCookie(t *testing.T) {
+	k := newKey(t, "k")
+	tok := k.sign(t, "k", map[string]any{"iss": "iss-c", "sub": "carol", "exp": time.Now().Add(time.Hour).Unix()})
+	f, err := Compile(&jwtv3.JwtAuthentication{
+		Providers: map[string]*jwtv3.JwtProvider{"c": {Issuer: "iss-c", JwksSourceSpecifier: local(k.jwks), FromCookies: []string{"session", "token"}}},
+		Rules:     []*jwtv3.RequirementRule{ruleFor("/", needs("c"))},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name      string
+		cookie    string
+		authz     string
+		status    int
+		principal string
+	}{
+		{name: "second cookie", cookie: "theme=dark; token=" + tok, principal: "iss-c/carol"},
+		{name: "first cookie", cookie: "session=" + tok, principal: "iss-c/carol"},
+		{name: "bad token", cookie: "session=bad.token.here", status: 401},
+		{name: "header only", authz: "Bearer " + tok, status: 401},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			if c.cookie != "" {
+				r.Header.Set("Cookie", c.cookie)
+			}
+			if c.authz != "" {
+				r.Header.Set("Authorization", c.authz)
+			}
+			res, status, msg := f.Authenticate(context.Background(), r)
+			if status != c.status {
+				t.Fatalf("status %d (%s), want %d", status, msg, c.status)
+			}
+			if c.principal != "" && res.Metadata["request.auth.principal"] != c.principal {
+				t.Fatalf("principal %v", res.Metadata["request.auth.principal"])
+			}
+			if c.principal != "" && r.Header.Get("Cookie") != c.cookie {
+				t.Errorf("Cookie header changed to %q", r.Header.Get("Cookie"))
+			}
+		})
 	}
 }
