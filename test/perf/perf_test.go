@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -342,10 +343,14 @@ func start(t *testing.T, bin string, args ...string) *exec.Cmd {
 	if os.Getenv("MIZZEN_PERF_LOG") == "1" {
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	}
+	// A process group of its own: nginx's workers outlive a killed
+	// master, and would keep the lock file of make bench-dataplane's
+	// callers (flock) open.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
 	return cmd
 }
 
