@@ -661,7 +661,7 @@ meshConfig:
 			t.Errorf("env %s is not from the downward API", name)
 		}
 	}
-	wantPorts := map[string]int32{"http-ready": 8080, "grpc-xds": 15010, "tls-xds": 15012, "https-webhook": 15017, "http-monitoring": 15014}
+	wantPorts := map[string]int32{"http-ready": 8080, "tls-xds": 15012, "https-webhook": 15017, "http-monitoring": 15014}
 	for _, p := range c.Ports {
 		if wantPorts[p.Name] != p.ContainerPort {
 			t.Errorf("unexpected container port %s %d", p.Name, p.ContainerPort)
@@ -683,7 +683,7 @@ meshConfig:
 
 	svc := typed[corev1.Service](t, mustFind(t, objs, "Service", "istiod"))
 	checkServicePorts(t, svc, map[string][2]int{
-		"grpc-xds": {15010, 15010}, "https-dns": {15012, 15012}, "https-webhook": {443, 15017}, "http-monitoring": {15014, 15014},
+		"https-dns": {15012, 15012}, "https-webhook": {443, 15017}, "http-monitoring": {15014, 15014},
 	})
 
 	cr := typed[rbacv1.ClusterRole](t, mustFind(t, objs, "ClusterRole", "istiod-clusterrole-"+meshNamespace))
