@@ -46,11 +46,10 @@ func (s *Server) Connections() []ConnectionInfo {
 			Identity: st.identity.String(), Connected: st.connected, Types: map[string]Status{}}
 		st.mu.Lock()
 		for typeURL, t := range st.sent {
-			n := -1 // unknown: the snapshot was replaced before sending
-			if t.Snap != nil {
-				n = len(t.Snap.Resources[responseType(typeURL)].Items)
+			if t.Nonce == "" {
+				continue // requested, nothing sent yet
 			}
-			ci.Types[typeURL] = Status{Sent: t.Version, Acked: t.Acked, Rejected: t.Rejected, RejectReason: t.RejectReason, Resources: n}
+			ci.Types[typeURL] = Status{Sent: t.Version, Acked: t.Acked, Rejected: t.Rejected, RejectReason: t.RejectReason, Resources: t.Count}
 		}
 		st.mu.Unlock()
 		out = append(out, ci)
@@ -95,29 +94,20 @@ func (s *Server) ConfigDump(proxyID string) (_ []byte, ok bool, _ error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for typeURL, t := range st.sent {
-		if t.Snap == nil {
+		if t.Set == nil || t.Nonce == "" {
 			continue
 		}
 		type named struct {
 			name string
 			js   json.RawMessage
 		}
-		res := t.Snap.Resources[responseType(typeURL)].Items
-		items := make([]named, 0, len(res))
-		for _, r := range res {
-			m := r.Resource
+		items := make([]named, 0, len(t.Set.items))
+		for _, m := range t.Set.items {
 			js, err := protojson.Marshal(m)
 			if err != nil {
 				return nil, true, err
 			}
-			name := ""
-			if n, ok := m.(interface{ GetName() string }); ok {
-				name = n.GetName()
-			}
-			if n, ok := m.(interface{ GetClusterName() string }); ok && name == "" {
-				name = n.GetClusterName()
-			}
-			items = append(items, named{name, js})
+			items = append(items, named{resourceName(m), js})
 		}
 		sort.Slice(items, func(i, j int) bool { return items[i].name < items[j].name })
 		td := typeDump{Version: t.Version, Resources: make([]json.RawMessage, len(items))}

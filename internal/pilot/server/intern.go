@@ -46,6 +46,16 @@ func (t *internTable[T]) intern(k internKey, v *T) *T {
 	return v
 }
 
+// lookup returns the live value of k, if any.
+func (t *internTable[T]) lookup(k internKey) *T {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if wp, ok := t.m[k]; ok {
+		return wp.Value()
+	}
+	return nil
+}
+
 func (t *internTable[T]) forget(k internKey) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -1,5 +1,6 @@
 // Package server is the control plane's xDS server: it serves Aggregated
-// Discovery (SotW and delta) with go-control-plane, one snapshot per
+// Discovery (SotW and delta) over go-control-plane's protos and gRPC
+// service with its own stream handling (ads.go), one configuration per
 // connected proxy keyed by its node id once the caller's client
 // certificate proved its identity, debounces configuration changes and
 // regenerates the connected proxies' configuration in parallel, pushing
@@ -13,21 +14,18 @@ import (
 	"log/slog"
 	"runtime"
 	"sort"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	sotw "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mizzen-mesh/mizzen/internal/pilot/model"
 	"github.com/mizzen-mesh/mizzen/internal/xds"
@@ -92,11 +90,10 @@ type Change struct {
 // Server serves ADS. Create it with New, register it on gRPC servers with
 // Register, feed it changes with OnChange and run its push loop with Run.
 type Server struct {
-	opts    Options
-	log     *slog.Logger
-	cache   cachev3.SnapshotCache
-	xds     serverv3.Server
-	metrics *metrics
+	opts     Options
+	log      *slog.Logger
+	metrics  *metrics
+	inFlight chan struct{} // responses sent and not yet answered (ads.go)
 
 	mu      sync.Mutex
 	streams map[streamKey]*stream
@@ -132,7 +129,7 @@ type batch struct {
 }
 
 // node is one node id's state: its proxy, the resources it was last
-// generated and the snapshot versions per type.
+// generated, and its configuration as the streams send it.
 type node struct {
 	mu       sync.Mutex
 	id       string
@@ -140,30 +137,12 @@ type node struct {
 	identity Identity
 	proxy    *model.Proxy
 	res      *xds.Resources
-	versions map[string]string
-	refs     int
 	seq      uint64 // of the snapshot the configuration was generated from
-	gone     bool   // no stream uses it any more (guarded by mu)
+	cfg      atomic.Pointer[config]
 
-	// recent are the last snapshots set, newest first, for the debug
-	// dump; recentMu is never held while the cache is called.
-	recentMu sync.Mutex
-	recent   [2]*cachev3.Snapshot
-}
-
-// snapshotOf returns the recent snapshot with the given version of a type.
-func (n *node) snapshotOf(typeURL, version string) *cachev3.Snapshot {
-	if n == nil {
-		return nil
-	}
-	n.recentMu.Lock()
-	defer n.recentMu.Unlock()
-	for _, s := range n.recent {
-		if s != nil && s.GetVersion(typeURL) == version {
-			return s
-		}
-	}
-	return nil
+	// refs and streams are guarded by Server.mu.
+	refs    int
+	streams map[*stream]struct{}
 }
 
 // snapshot returns the current PushContext and its sequence number.
@@ -208,25 +187,22 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		opts:    opts,
-		log:     opts.Log,
-		metrics: m,
-		streams: map[streamKey]*stream{},
-		nodes:   map[string]*node{},
-		notify:  make(chan struct{}, 1),
-		gen:     make(chan struct{}, opts.Workers),
-		groups:  map[string]*group{},
+		opts:     opts,
+		log:      opts.Log,
+		metrics:  m,
+		streams:  map[streamKey]*stream{},
+		nodes:    map[string]*node{},
+		notify:   make(chan struct{}, 1),
+		gen:      make(chan struct{}, opts.Workers),
+		groups:   map[string]*group{},
+		inFlight: make(chan struct{}, maxInFlight),
 	}
-	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{opts.Log})
 	return s, nil
 }
 
 // Register serves ADS (SotW and delta) on gs; ctx bounds the xDS streams.
 func (s *Server) Register(ctx context.Context, gs *grpc.Server) {
-	if s.xds == nil {
-		s.xds = serverv3.NewServer(ctx, newWireCache(s.cache, s), &callbacks{s}, sotw.WithOrderedADS())
-	}
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, s.xds)
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, adsService{s: s, ctx: ctx})
 }
 
 // OnChange queues a change for the next debounced push. It never blocks.
@@ -374,9 +350,9 @@ func (s *Server) generate(ctx context.Context, push *model.PushContext, seq uint
 		}
 		g.full = true
 	}
-	res, versions, snap := g.res, g.versions, g.snap
+	res, cfg := g.res, g.cfg
 	g.mu.Unlock()
-	s.use(ctx, n, res, versions, snap)
+	s.use(n, res, cfg)
 	s.metrics.pushTime.Observe(time.Since(start).Seconds())
 }
 
@@ -389,7 +365,7 @@ type group struct {
 	full     bool
 	res      *xds.Resources
 	versions map[string]string
-	snap     *cachev3.Snapshot
+	cfg      *config
 }
 
 // set makes res the group's configuration: the types in changed are
@@ -415,11 +391,11 @@ func (g *group) set(res *xds.Resources, seq uint64, changed []string) error {
 	for t, v := range versions {
 		next[t] = v
 	}
-	snap := &cachev3.Snapshot{}
-	for typeURL, items := range resourceLists(res) {
-		snap.Resources[responseType(typeURL)] = cachev3.NewResources(next[typeURL], items)
+	cfg, err := newConfig(res, next, g.cfg)
+	if err != nil {
+		return err
 	}
-	g.res, g.versions, g.snap, g.seq = res, next, snap, seq
+	g.res, g.versions, g.cfg, g.seq = res, next, cfg, seq
 	return nil
 }
 
@@ -454,19 +430,22 @@ func (s *Server) pruneGroups() {
 	s.groupsMu.Unlock()
 }
 
-// use gives node n a group's configuration. Callers hold n.mu.
-func (s *Server) use(ctx context.Context, n *node, res *xds.Resources, versions map[string]string, snap *cachev3.Snapshot) {
+// use gives node n a group's configuration and wakes its streams.
+// Callers hold n.mu.
+func (s *Server) use(n *node, res *xds.Resources, cfg *config) {
 	n.res = res
-	n.versions = versions
-	n.recentMu.Lock()
-	n.recent[1], n.recent[0] = n.recent[0], snap
-	n.recentMu.Unlock()
-	if n.gone {
-		return // disconnected meanwhile: its snapshot was cleared for good
+	n.cfg.Store(cfg)
+	s.mu.Lock()
+	streams := make([]*stream, 0, len(n.streams))
+	for st := range n.streams {
+		streams = append(streams, st)
 	}
-	if err := s.cache.SetSnapshot(ctx, n.id, snap); err != nil {
-		s.metrics.internalErrors.Inc()
-		s.log.Error("setting snapshot", "proxy", n.id, "err", err)
+	s.mu.Unlock()
+	for _, st := range streams {
+		select {
+		case st.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -507,12 +486,12 @@ func (s *Server) generateEndpoints(ctx context.Context, push *model.PushContext,
 			return
 		}
 	}
-	res, versions, snap := g.res, g.versions, g.snap
+	res, cfg := g.res, g.cfg
 	g.mu.Unlock()
 	if res == n.res {
 		return // nothing changed for this group
 	}
-	s.use(ctx, n, res, versions, snap)
+	s.use(n, res, cfg)
 	s.metrics.pushTime.Observe(time.Since(start).Seconds())
 }
 
@@ -575,13 +554,13 @@ func (s *Server) regenerateEndpoints(push *model.PushContext, seq uint64, g *gro
 
 var allTypes = []string{xds.ClusterType, xds.EndpointType, xds.ListenerType, xds.RouteType, xds.SecretType}
 
-func resourceLists(r *xds.Resources) map[string][]types.Resource {
-	out := map[string][]types.Resource{
-		xds.ClusterType:  make([]types.Resource, 0, len(r.Clusters)),
-		xds.EndpointType: make([]types.Resource, 0, len(r.Endpoints)),
-		xds.ListenerType: make([]types.Resource, 0, len(r.Listeners)),
-		xds.RouteType:    make([]types.Resource, 0, len(r.Routes)),
-		xds.SecretType:   make([]types.Resource, 0, len(r.Secrets)),
+func resourceLists(r *xds.Resources) map[string][]proto.Message {
+	out := map[string][]proto.Message{
+		xds.ClusterType:  make([]proto.Message, 0, len(r.Clusters)),
+		xds.EndpointType: make([]proto.Message, 0, len(r.Endpoints)),
+		xds.ListenerType: make([]proto.Message, 0, len(r.Listeners)),
+		xds.RouteType:    make([]proto.Message, 0, len(r.Routes)),
+		xds.SecretType:   make([]proto.Message, 0, len(r.Secrets)),
 	}
 	for _, x := range r.Clusters {
 		out[xds.ClusterType] = append(out[xds.ClusterType], x)
@@ -599,20 +578,6 @@ func resourceLists(r *xds.Resources) map[string][]types.Resource {
 		out[xds.SecretType] = append(out[xds.SecretType], x)
 	}
 	return out
-}
-
-func responseType(typeURL string) types.ResponseType {
-	switch typeURL {
-	case xds.ClusterType:
-		return types.Cluster
-	case xds.EndpointType:
-		return types.Endpoint
-	case xds.ListenerType:
-		return types.Listener
-	case xds.RouteType:
-		return types.Route
-	}
-	return types.Secret
 }
 
 // connect registers a stream's node after its identity was verified, and
@@ -633,10 +598,11 @@ func (s *Server) connect(ctx context.Context, st *stream, cn *corev3.Node) error
 		return status.Errorf(codes.PermissionDenied, "node %q is connected with another identity", cn.GetId())
 	}
 	if !ok {
-		n = &node{id: cn.GetId(), coreNode: cn, identity: st.identity, proxy: proxy}
+		n = &node{id: cn.GetId(), coreNode: cn, identity: st.identity, proxy: proxy, streams: map[*stream]struct{}{}}
 		s.nodes[n.id] = n
 	}
 	n.refs++
+	n.streams[st] = struct{}{}
 	st.node = n
 	s.mu.Unlock()
 	if !ok {
@@ -658,24 +624,12 @@ func (s *Server) disconnect(st *stream) {
 		return
 	}
 	st.node.refs--
+	delete(st.node.streams, st)
 	s.log.Info("xDS client disconnected", "proxy", st.node.id, "stream", st.key)
 	if st.node.refs > 0 || s.nodes[st.node.id] != st.node {
 		return
 	}
 	delete(s.nodes, st.node.id)
-	// Clear under the node's lock (without holding s.mu meanwhile), so
-	// that a generation in progress either set its snapshot before
-	// (cleared here) or sees gone; unless the proxy reconnected already.
-	go func(n *node) {
-		n.mu.Lock()
-		defer n.mu.Unlock()
-		n.gone = true
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if _, back := s.nodes[n.id]; !back {
-			s.cache.ClearSnapshot(n.id)
-		}
-	}(st.node)
 }
 
 // ConnectedProxies returns the node ids with at least one stream.
@@ -689,30 +643,3 @@ func (s *Server) ConnectedProxies() []string {
 	sort.Strings(out)
 	return out
 }
-
-// cacheLogger adapts slog to go-control-plane's logger, at debug level.
-type cacheLogger struct{ l *slog.Logger }
-
-// Messages are only formatted when their level is enabled: the cache logs
-// every watch and response, which at thousands of proxies costs more than
-// the pushes themselves.
-func (c cacheLogger) logf(level slog.Level, f string, a []any) {
-	if c.l.Enabled(context.Background(), level) {
-		c.l.Log(context.Background(), level, fmt.Sprintf(f, a...))
-	}
-}
-
-func (c cacheLogger) Debugf(f string, a ...any) { c.logf(slog.LevelDebug, f, a) }
-func (c cacheLogger) Infof(f string, a ...any)  { c.logf(slog.LevelDebug, f, a) }
-
-// Warnf: the cache warns when an ADS request does not name every resource
-// of the snapshot; the proxy asks again once it has the new clusters or
-// listeners, so that is routine, logged at debug level.
-func (c cacheLogger) Warnf(f string, a ...any) {
-	if strings.HasPrefix(f, "ADS mode: not responding") {
-		c.logf(slog.LevelDebug, f, a)
-		return
-	}
-	c.logf(slog.LevelWarn, f, a)
-}
-func (c cacheLogger) Errorf(f string, a ...any) { c.logf(slog.LevelError, f, a) }
