@@ -7,6 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -118,7 +120,7 @@ func TestPilotScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = pilot.Process.Kill(); _ = pilot.Wait() }()
-	var addrs struct{ GRPC string }
+	var addrs struct{ GRPC, Monitoring string }
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		b, err := os.ReadFile(addrFile)
@@ -139,6 +141,17 @@ func TestPilotScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	cpu0 := cpuSeconds(t, pilot.Process.Pid)
+	// PILOT_BENCH_PROFILE=<dir> saves pilot's CPU profile of the run's
+	// first PILOT_BENCH_CPU_SECONDS (60) and its heap profile at the end.
+	profDir := os.Getenv("PILOT_BENCH_PROFILE")
+	var profWG sync.WaitGroup
+	if profDir != "" {
+		profWG.Add(1)
+		go func() {
+			defer profWG.Done()
+			fetch(t, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addrs.Monitoring, envInt("PILOT_BENCH_CPU_SECONDS", 60)), filepath.Join(profDir, "cpu.pprof"))
+		}()
+	}
 
 	load := exec.Command(loadBin, "--kubeconfig="+c.Kubeconfig, "--addr="+addrs.GRPC, "--root="+rootFile,
 		"--identities="+strings.Join(identities, ","), fmt.Sprintf("--proxies=%d", proxies), "--trigger="+benchNS+"/vs-0")
@@ -158,6 +171,10 @@ func TestPilotScale(t *testing.T) {
 		t.Fatalf("xdsload output %q: %v", stdout, err)
 	}
 	rss, hwm := memKB(t, pilot.Process.Pid)
+	if profDir != "" {
+		fetch(t, "http://"+addrs.Monitoring+"/debug/pprof/heap", filepath.Join(profDir, "heap.pprof"))
+		profWG.Wait()
+	}
 	report := fmt.Sprintf("pilot scale: %d services, %d proxies (%d converged): connect+initial config %.1fs; "+
 		"VirtualService change -> ACK p50 %.3fs p90 %.3fs p99 %.3fs max %.3fs; pilot RSS %d MiB (peak %d MiB), CPU %.1fs during the run",
 		services, res.Proxies, res.Converged, res.ConnectSeconds, res.P50, res.P90, res.P99, res.Max, rss/1024, hwm/1024, cpu1-cpu0)
@@ -213,6 +230,23 @@ func createServices(t *testing.T, ctx context.Context, cs kubernetes.Interface, 
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+}
+
+// fetch saves the body of url to file (profiles); failures are logged.
+func fetch(t *testing.T, url, file string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Logf("profile %s: %v", url, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(file, b, 0o644)
+	}
+	if err != nil {
+		t.Logf("profile %s: %v", url, err)
 	}
 }
 
