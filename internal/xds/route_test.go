@@ -373,17 +373,22 @@ func TestVirtualHostDomains(t *testing.T) {
 		proxyNS string
 		want    []string
 	}{
-		{"default", []string{reviewsHost, reviewsHost + ":9080", "reviews", "reviews:9080", "reviews.default", "reviews.default:9080", "reviews.default.svc", "reviews.default.svc:9080", "10.96.0.11", "10.96.0.11:9080"}},
-		{"other", []string{reviewsHost, reviewsHost + ":9080", "reviews.default", "reviews.default:9080", "reviews.default.svc", "reviews.default.svc:9080", "10.96.0.11", "10.96.0.11:9080"}},
+		{"default", []string{reviewsHost, "reviews", "reviews.default", "reviews.default.svc", "10.96.0.11"}},
+		{"other", []string{reviewsHost, "reviews.default", "reviews.default.svc", "10.96.0.11"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.proxyNS, func(t *testing.T) {
 			proxy := productpageProxy()
 			proxy.Namespace, proxy.ConfigNamespace = tc.proxyNS, tc.proxyNS
 			r := Generate(bookinfo(), proxy)
-			vh := findVHost(findRoute(r, "9080"), reviewsHost+":9080")
+			rc := findRoute(r, "9080")
+			vh := findVHost(rc, reviewsHost+":9080")
 			if !slices.Equal(vh.Domains, tc.want) {
 				t.Errorf("domains = %v\nwant %v", vh.Domains, tc.want)
+			}
+			// Hosts with a port match without it: the domains are bare.
+			if !rc.GetIgnorePortInHostMatching() {
+				t.Error("ignore_port_in_host_matching is not set")
 			}
 		})
 	}
@@ -402,7 +407,7 @@ func TestVirtualServiceHostOutsideRegistry(t *testing.T) {
 		if vh == nil {
 			t.Fatalf("route %s: no virtual host for the VirtualService's external host", port)
 		}
-		if !slices.Equal(vh.Domains, []string{"api.partner.example", "api.partner.example:" + port}) || one(t, vh.Routes).GetRoute().GetCluster() != "outbound|80||httpbin.org" {
+		if !slices.Equal(vh.Domains, []string{"api.partner.example"}) || one(t, vh.Routes).GetRoute().GetCluster() != "outbound|80||httpbin.org" {
 			t.Errorf("route %s: virtual host = %v", port, vh)
 		}
 	}

@@ -31,8 +31,13 @@ func subnetsContain(subnets []string, ip string) bool {
 // serviceDomains are the Host header values that reach a service from the
 // proxy, as Istio builds them: the FQDN, short forms the caller's DNS
 // search path resolves (same namespace: "reviews"; any: "reviews.default",
-// "reviews.default.svc"), and the VIPs, each bare and with the port.
-func (g *gen) serviceDomains(svc *model.Service, port uint32) []string {
+// "reviews.default.svc"), and the VIPs. Each is listed bare only: the
+// sidecar's route configurations set ignore_port_in_host_matching, so the
+// proxy matches "reviews:9080" as "reviews", and the ":port" variants Istio
+// adds would only double the size of every virtual host (a route
+// configuration holds one per service on the port, and every proxy
+// receives it again on every routing change).
+func (g *gen) serviceDomains(svc *model.Service) []string {
 	hosts := []string{svc.Hostname}
 	suffix := ".svc." + g.push.DomainSuffix
 	if g.push.DomainSuffix == "" {
@@ -45,19 +50,14 @@ func (g *gen) serviceDomains(svc *model.Service, port uint32) []string {
 		}
 		hosts = append(hosts, nameNS, nameNS+".svc")
 	}
-	hosts = append(hosts, svc.Addresses...)
-	var out []string
-	for _, h := range hosts {
-		out = append(out, h, h+":"+portStr(port))
-	}
-	return out
+	return append(hosts, svc.Addresses...)
 }
 
 // sidecarRouteConfig is the RouteConfiguration "<port>" of a sidecar: a
 // virtual host per visible HTTP service on the port, routed by its
 // VirtualService or straight to the service, then the catch-all.
 func (g *gen) sidecarRouteConfig(port uint32) *route.RouteConfiguration {
-	rc := &route.RouteConfiguration{Name: portStr(port), ValidateClusters: wrapperspb.Bool(false)}
+	rc := &route.RouteConfiguration{Name: portStr(port), ValidateClusters: wrapperspb.Bool(false), IgnorePortInHostMatching: true}
 	used := map[string]bool{}
 	seenHost := map[string]bool{}
 	vss := g.boundVS(MeshGateway)
@@ -69,7 +69,7 @@ func (g *gen) sidecarRouteConfig(port uint32) *route.RouteConfiguration {
 		}
 		seenHost[svc.Hostname] = true
 		var domains []string
-		for _, d := range g.serviceDomains(svc, port) {
+		for _, d := range g.serviceDomains(svc) {
 			if !used[d] {
 				used[d] = true
 				domains = append(domains, d)
@@ -103,17 +103,11 @@ func (g *gen) sidecarRouteConfig(port uint32) *route.RouteConfiguration {
 				continue
 			}
 			seenHost[h] = true
-			var domains []string
-			for _, d := range []string{h, h + ":" + portStr(port)} {
-				if !used[d] {
-					used[d] = true
-					domains = append(domains, d)
-				}
-			}
-			if len(domains) == 0 {
+			if used[h] {
 				continue
 			}
-			vh := &route.VirtualHost{Name: h + ":" + portStr(port), Domains: domains}
+			used[h] = true
+			vh := &route.VirtualHost{Name: h + ":" + portStr(port), Domains: []string{h}}
 			routed := false
 			g.guard(model.KindVirtualService, vs.Namespace, vs.Name, func() {
 				vh.Routes, routed = g.httpRoutes(vs, routeCtx{gateway: MeshGateway, port: port})
