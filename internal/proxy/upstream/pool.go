@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -19,12 +18,13 @@ type pool struct {
 	dial   func(ctx context.Context) (net.Conn, error)
 	dialH2 func(ctx context.Context) (net.Conn, error)
 
-	h1once sync.Once
-	h1     *http.Transport
-	h2once sync.Once
-	h2     *http2.Transport
-	h2pool *streamLimitPool // with max_concurrent_streams
-	cfg    *clusterConfig
+	h1conns *h1Pool // requests
+	h1once  sync.Once
+	h1      *http.Transport // upgrades (websocket, CONNECT)
+	h2once  sync.Once
+	h2      *http2.Transport
+	h2pool  *streamLimitPool // with max_concurrent_streams
+	cfg     *clusterConfig
 }
 
 // ensurePool gives a host state its pool the first time it is used.
@@ -50,6 +50,7 @@ func newPool(cfg *clusterConfig, cs *clusterState, addr string, sock *tlsSocket)
 	p.dialH2 = func(ctx context.Context) (net.Conn, error) {
 		return dialHost(ctx, cfg, cs, addr, h2)
 	}
+	p.h1conns = newH1Pool(p.dial, cfg)
 	return p
 }
 
@@ -64,6 +65,7 @@ func dialHost(ctx context.Context, cfg *clusterConfig, cs *clusterState, addr st
 	if err != nil {
 		return nil, connectError(ctx, addr, err)
 	}
+	raw := conn
 	if sock != nil {
 		tc := tls.Client(conn, sock.clientConfig())
 		if err := tc.HandshakeContext(ctx); err != nil {
@@ -73,7 +75,7 @@ func dialHost(ctx context.Context, cfg *clusterConfig, cs *clusterState, addr st
 		conn = tc
 	}
 	cs.connections.Add(1)
-	return &countedConn{Conn: conn, cs: cs}, nil
+	return &countedConn{Conn: conn, raw: raw, cs: cs}, nil
 }
 
 func connectError(ctx context.Context, addr string, err error) error {
@@ -84,9 +86,9 @@ func connectError(ctx context.Context, addr string, err error) error {
 
 type countedConn struct {
 	net.Conn
-	cs       *clusterState
-	once     sync.Once
-	requests atomic.Int64 // HTTP/1.1 requests sent on the connection
+	raw  net.Conn // the TCP connection under TLS
+	cs   *clusterState
+	once sync.Once
 }
 
 func (c *countedConn) Close() error {
@@ -224,6 +226,7 @@ func (p *pool) closeIdle() {
 	if p == nil {
 		return
 	}
+	p.h1conns.closeIdle()
 	if p.h1 != nil {
 		p.h1.CloseIdleConnections()
 	}

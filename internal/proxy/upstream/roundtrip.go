@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/netip"
 	"sync"
 
@@ -58,23 +57,13 @@ func (c *Cluster) RoundTrip(req *http.Request, opts RequestOptions) (*http.Respo
 	}
 
 	var rt http.RoundTripper
-	if c.useHTTP2(req) {
+	switch {
+	case c.useHTTP2(req):
 		rt = h.state.pool.http2()
-	} else {
+	case !isUpgrade(req) && req.Method != http.MethodConnect:
+		rt = h.state.pool.h1conns
+	default:
 		rt = h.state.pool.http1()
-		if n := int64(c.cfg.maxReqPerConn); n > 1 {
-			// max_requests_per_connection: the n-th request on a
-			// connection asks to close it.
-			out.Header = out.Header.Clone()
-			hdr := out.Header
-			out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
-				GotConn: func(info httptrace.GotConnInfo) {
-					if cc, ok := info.Conn.(*countedConn); ok && cc.requests.Add(1) >= n {
-						hdr.Set("Connection", "close")
-					}
-				},
-			}))
-		}
 	}
 	resp, err := rt.RoundTrip(out)
 	if err != nil {
@@ -99,6 +88,9 @@ func (c *Cluster) useHTTP2(req *http.Request) bool {
 	}
 	return false
 }
+
+// RoundTrip lets the HTTP/1.1 pool stand where a transport does.
+func (p *h1Pool) RoundTrip(req *http.Request) (*http.Response, error) { return p.roundTrip(req) }
 
 func isUpgrade(req *http.Request) bool {
 	return req.Header.Get("Upgrade") != ""
