@@ -114,7 +114,7 @@ func (d *Dataplane) newHCM(st *state, key string, cfg *hcmv3.HttpConnectionManag
 	if prev := st.prevServers[key]; prev != nil && prev.compatible(cfg, tlsTerminated) {
 		h.server = prev
 	} else {
-		h.server = newHCMServer(key, cfg, tlsTerminated)
+		h.server = newHCMServer(key, cfg, tlsTerminated, d.log.With("hcm", key))
 		h.server.cur.Store(h)
 	}
 	st.servers[key] = h.server

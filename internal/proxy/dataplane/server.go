@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -26,6 +27,19 @@ type hcmServer struct {
 
 	srv     *http.Server
 	ln      *chanListener
+	handler http.Handler
+
+	// HTTP/1.1 connections served by the data plane's own loop
+	// (h1server.go).
+	http1, http2      bool // the codecs the connection manager accepts
+	idle              time.Duration
+	readHeaderTimeout time.Duration
+	log               *slog.Logger
+	draining          atomic.Bool
+	h1mu              sync.Mutex
+	h1conns           map[*h1ServerConn]struct{}
+	h1closed          bool
+
 	conns   sync.Map // net.Conn → *connInfo
 	cur     atomic.Pointer[hcm]
 	started atomic.Bool
@@ -49,8 +63,8 @@ func (s *hcmServer) compatible(cfg *hcmv3.HttpConnectionManager, tlsTerminated b
 	return s.tlsTerminated == tlsTerminated && string(s.protoKey) == string(serverSettings(cfg))
 }
 
-func newHCMServer(key string, cfg *hcmv3.HttpConnectionManager, tlsTerminated bool) *hcmServer {
-	s := &hcmServer{key: key, protoKey: serverSettings(cfg), tlsTerminated: tlsTerminated}
+func newHCMServer(key string, cfg *hcmv3.HttpConnectionManager, tlsTerminated bool, log *slog.Logger) *hcmServer {
+	s := &hcmServer{key: key, protoKey: serverSettings(cfg), tlsTerminated: tlsTerminated, log: log, h1conns: map[*h1ServerConn]struct{}{}}
 	s.ln = newChanListener(func(c net.Conn) {
 		v, _ := s.conns.LoadAndDelete(c)
 		info, _ := v.(*connInfo)
@@ -77,6 +91,10 @@ func newHCMServer(key string, cfg *hcmv3.HttpConnectionManager, tlsTerminated bo
 		// then hijacked, so draining cannot wait for it).
 		handler = h2c.NewHandler(handler, &http2.Server{IdleTimeout: idle})
 	}
+	s.handler = handler
+	s.http1 = cfg.GetCodecType() != hcmv3.HttpConnectionManager_HTTP2
+	s.http2 = cfg.GetCodecType() != hcmv3.HttpConnectionManager_HTTP1
+	s.idle = idle
 	s.srv = &http.Server{
 		Handler:           handler,
 		Protocols:         protos,
@@ -97,6 +115,7 @@ func newHCMServer(key string, cfg *hcmv3.HttpConnectionManager, tlsTerminated bo
 	if t := cfg.GetRequestHeadersTimeout(); t != nil && t.AsDuration() > 0 {
 		s.srv.ReadHeaderTimeout = t.AsDuration()
 	}
+	s.readHeaderTimeout = s.srv.ReadHeaderTimeout
 	return s
 }
 
@@ -116,6 +135,12 @@ func (s *hcmServer) serve(c net.Conn, info *connInfo) {
 			continue
 		default:
 		}
+		if ok, br := cur.h1Eligible(c); ok {
+			if cur.serveH1(c, br, info) {
+				return
+			}
+			continue
+		}
 		cur.conns.Store(c, info)
 		select {
 		case cur.ln.ch <- c:
@@ -131,11 +156,16 @@ func (s *hcmServer) serve(c net.Conn, info *connInfo) {
 // connections, until ctx ends.
 func (s *hcmServer) shutdown(ctx context.Context) error {
 	s.ln.Close()
+	h1 := make(chan error, 1)
+	go func() { h1 <- s.shutdownH1(ctx) }()
 	if !s.started.Load() {
-		return nil
+		return <-h1
 	}
 	s.srv.SetKeepAlivesEnabled(false)
 	err := s.srv.Shutdown(ctx)
+	if h1err := <-h1; err == nil {
+		err = h1err
+	}
 	if h := s.cur.Load(); h != nil && h.tracer != nil {
 		_ = h.tracer.tp.ForceFlush(ctx)
 	}
@@ -144,6 +174,7 @@ func (s *hcmServer) shutdown(ctx context.Context) error {
 
 func (s *hcmServer) close() {
 	s.ln.Close()
+	s.closeH1()
 	if s.started.Load() {
 		_ = s.srv.Close()
 	}
