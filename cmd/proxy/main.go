@@ -11,6 +11,11 @@
 // CA_ADDRESS, TRUST_DOMAIN, PROXY_CONFIG, ISTIO_META_*,
 // ISTIO_KUBE_APP_PROBERS, GATEWAY_KIND); every path and address also has a
 // flag, for tests on loopback.
+//
+// PROXY_CONFIG's concurrency is the number of processors running the
+// proxy's Go code (GOMAXPROCS; 0: every CPU the container may use). Left
+// unset, a sidecar runs on one processor and a gateway on all; an
+// explicit GOMAXPROCS environment variable wins over both.
 package main
 
 import (
@@ -22,6 +27,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -35,6 +41,12 @@ import (
 const usage = `usage: proxy <sidecar|router|init|wait> [flags]`
 
 func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "sidecar" || os.Args[1] == "router") {
+		// ProxyConfig concurrency (sidecars default to one processor).
+		if n := agent.Procs(config.Mode(os.Args[1]), os.Getenv("PROXY_CONFIG"), os.Getenv("GOMAXPROCS")); n > 0 {
+			runtime.GOMAXPROCS(n)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

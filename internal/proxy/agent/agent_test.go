@@ -294,3 +294,23 @@ func TestParseProxyConfigAndProbers(t *testing.T) {
 		t.Error("an agent without a data plane started")
 	}
 }
+
+func TestProcs(t *testing.T) {
+	for _, tc := range []struct {
+		mode               config.Mode
+		proxyConfig, procs string
+		want               int
+	}{
+		{config.ModeSidecar, "", "", 1},
+		{config.ModeRouter, "", "", 0},
+		{config.ModeSidecar, `{"concurrency":2}`, "", 2},
+		{config.ModeRouter, `{"concurrency":3}`, "", 3},
+		{config.ModeSidecar, `{"concurrency":0}`, "", 0},
+		{config.ModeSidecar, `{"concurrency":2}`, "4", 0}, // GOMAXPROCS wins
+		{config.ModeSidecar, `{`, "", 1},
+	} {
+		if got := Procs(tc.mode, tc.proxyConfig, tc.procs); got != tc.want {
+			t.Errorf("Procs(%s, %q, %q) = %d, want %d", tc.mode, tc.proxyConfig, tc.procs, got, tc.want)
+		}
+	}
+}
