@@ -230,13 +230,21 @@ func (x *exchange) forward(v *requestView) {
 			prevCancel := attemptCancel
 			attemptCancel = func() { stop(); prevCancel() }
 		}
+		// The first attempt sends hdr itself; a retry sends a copy, since
+		// an abandoned attempt may still be reading its headers. Attempts
+		// only Set the headers they change, so the copy is as good as the
+		// original.
+		ahdr := hdr
+		if attempt > 1 {
+			ahdr = hdr.Clone()
+		}
 		out := &http.Request{
 			Method:        x.r.Method,
 			URL:           u,
 			Proto:         x.r.Proto,
 			ProtoMajor:    x.r.ProtoMajor,
 			ProtoMinor:    x.r.ProtoMinor,
-			Header:        hdr.Clone(),
+			Header:        ahdr,
 			Host:          host,
 			ContentLength: x.r.ContentLength,
 			RemoteAddr:    x.r.RemoteAddr,
