@@ -67,6 +67,7 @@ type h1ServerConn struct {
 	bw      *bufio.Writer
 	info    *connInfo
 	ctx     context.Context
+	cancel  context.CancelFunc
 	remote  string
 	tls     *tls.ConnectionState
 	state   atomic.Int32
@@ -163,8 +164,13 @@ func (s *hcmServer) serveH1(c net.Conn, br *bufio.Reader, info *connInfo) bool {
 		cs := tc.ConnectionState()
 		sc.tls = &cs
 	}
+	// One context for the connection's requests, cancelled when the
+	// client goes away (see watch) or the connection ends: cheaper than
+	// one per request, and the router derives its own per request.
 	ctx := context.WithValue(context.Background(), http.LocalAddrContextKey, c.LocalAddr())
-	sc.ctx = context.WithValue(ctx, connInfoKey{}, info)
+	ctx, cancel := context.WithCancel(context.WithValue(ctx, connInfoKey{}, info))
+	defer cancel()
+	sc.ctx, sc.cancel = ctx, cancel
 	if !s.track(sc) {
 		return false
 	}
@@ -259,9 +265,8 @@ func (sc *h1ServerConn) serveRequest(req *http.Request) bool {
 	}
 	req.RemoteAddr = sc.remote
 	req.TLS = sc.tls
-	ctx, cancel := context.WithCancel(sc.ctx)
-	defer cancel()
-	w.cancel = cancel
+	ctx := sc.ctx
+	w.cancel = sc.cancel
 	req = req.WithContext(ctx)
 
 	sc.watchStart(w, w.body == nil)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,6 +55,7 @@ type hcm struct {
 	self             *peer
 	selfHeader       string
 	selfID           string
+	selfPrincipal    string
 }
 
 func (d *Dataplane) newHCM(st *state, key string, cfg *hcmv3.HttpConnectionManager, tlsTerminated bool) (*hcm, error) {
@@ -109,6 +111,7 @@ func (d *Dataplane) newHCM(st *state, key string, cfg *hcmv3.HttpConnectionManag
 	h.self = nodePeer(d.opts.Node)
 	h.selfHeader = encodePeer(h.self)
 	h.selfID = d.opts.Node.ID
+	h.selfPrincipal = principalOf(d.opts.Node.TrustDomain, h.self)
 	h.router = d.opts.Engine.NewHandler(h.routes, func() Upstreams { return d.cur.Load().upstreams }, d.log.With("hcm", key))
 
 	if prev := st.prevServers[key]; prev != nil && prev.compatible(cfg, tlsTerminated) {
@@ -258,7 +261,7 @@ func (h *hcm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *hcm) record(r *http.Request, rw *respWriter, ci *connInfo, ri RequestInfo, srcPeer, dstPeer *peer, bytesIn int64, dur time.Duration) {
-	l := statLabels{code: fmt.Sprint(rw.code), flags: ri.ResponseFlags, protocol: "http", service: ri.Cluster}
+	l := statLabels{code: strconv.Itoa(rw.code), flags: ri.ResponseFlags, protocol: "http", service: ri.Cluster}
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 		l.protocol = "grpc"
 		// grpc-status comes as a trailer (declared, or with the
@@ -273,7 +276,7 @@ func (h *hcm) record(r *http.Request, rw *respWriter, ci *connInfo, ri RequestIn
 		l.reporter = "destination"
 		l.src, l.dst = srcPeer, h.self
 		l.srcPrincipal = ci.principal
-		l.dstPrincipal = principalOf(td, h.self)
+		l.dstPrincipal = h.selfPrincipal
 		l.security = "none"
 		if ci.principal != "" {
 			l.security = "mutual_tls"
@@ -284,7 +287,7 @@ func (h *hcm) record(r *http.Request, rw *respWriter, ci *connInfo, ri RequestIn
 	} else {
 		l.reporter = "source"
 		l.src, l.dst = h.self, dstPeer
-		l.srcPrincipal = principalOf(td, h.self)
+		l.srcPrincipal = h.selfPrincipal
 		l.dstPrincipal = principalOf(td, dstPeer)
 		if dstPeer == nil && ri.Upstream != nil {
 			l.dst = &peer{Workload: ri.Upstream.Name, Namespace: ri.Upstream.Namespace, ClusterID: ri.Upstream.Cluster,

@@ -285,16 +285,19 @@ func orUnknown(s string) string {
 }
 
 func (l *statLabels) values() []string {
-	side := func(p *peer, principal string) []string {
+	// side is one peer's workload, namespace, principal, app, version,
+	// canonical service, canonical revision and cluster.
+	side := func(p *peer, principal string) (out [8]string) {
 		if p == nil {
-			return []string{"unknown", "unknown", orUnknown(principal), "unknown", "unknown", "unknown", "unknown", "unknown"}
+			return [8]string{"unknown", "unknown", orUnknown(principal), "unknown", "unknown", "unknown", "unknown", "unknown"}
 		}
-		return []string{orUnknown(p.Workload), orUnknown(p.Namespace), orUnknown(principal), orUnknown(p.app()), orUnknown(p.version()),
+		return [8]string{orUnknown(p.Workload), orUnknown(p.Namespace), orUnknown(principal), orUnknown(p.app()), orUnknown(p.version()),
 			orUnknown(p.canonicalService()), orUnknown(p.canonicalRevision()), orUnknown(p.ClusterID)}
 	}
 	out := make([]string, 0, len(labelNames))
 	out = append(out, l.reporter)
-	out = append(out, side(l.src, l.srcPrincipal)...)
+	s := side(l.src, l.srcPrincipal)
+	out = append(out, s[:]...)
 	d := side(l.dst, l.dstPrincipal)
 	// destination_* order: workload, namespace, principal, app, version,
 	// service, service_name, service_namespace, canonical service and
