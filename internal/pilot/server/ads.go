@@ -13,6 +13,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -69,7 +70,6 @@ type stream struct {
 	node      *node
 	connected time.Time
 	wake      chan struct{} // the node's configuration changed
-	nonce     uint64
 
 	mu   sync.Mutex // guards sent: the debug endpoints read it
 	sent map[string]*sentType
@@ -171,7 +171,13 @@ func (a adsService) StreamAggregatedResources(ss discovery.AggregatedDiscoverySe
 		}
 		return &request{node: r.GetNode(), typeURL: r.GetTypeUrl(), version: r.GetVersionInfo(), nonce: r.GetResponseNonce(),
 			errorDetail: r.GetErrorDetail(), names: r.GetResourceNames()}, nil
-	}, ss.Send, nil)
+	}, sender{sotw: ss.Send, msg: ss.SendMsg, prepare: func(r *discovery.DiscoveryResponse) (any, error) {
+		pm := &grpc.PreparedMsg{}
+		if err := pm.Encode(ss, r); err != nil {
+			return nil, err
+		}
+		return pm, nil
+	}})
 }
 
 // DeltaAggregatedResources serves a delta stream.
@@ -184,14 +190,25 @@ func (a adsService) DeltaAggregatedResources(ds discovery.AggregatedDiscoverySer
 		return &request{node: r.GetNode(), typeURL: r.GetTypeUrl(), nonce: r.GetResponseNonce(), errorDetail: r.GetErrorDetail(),
 			subscribe: r.GetResourceNamesSubscribe(), unsubscribe: r.GetResourceNamesUnsubscribe(),
 			initial: r.GetInitialResourceVersions()}, nil
-	}, nil, ds.Send)
+	}, sender{delta: ds.Send})
+}
+
+// sender sends a stream's responses. With prepare, SotW responses are
+// encoded once (grpc.PreparedMsg) and the encoding shared by every stream
+// that is sent the same resources: the response of a push to thousands of
+// proxies is encoded once per configuration group instead of once per
+// proxy, and responses waiting in gRPC's buffers share their bytes.
+type sender struct {
+	sotw    func(*discovery.DiscoveryResponse) error
+	delta   func(*discovery.DeltaDiscoveryResponse) error
+	prepare func(*discovery.DiscoveryResponse) (any, error)
+	msg     func(any) error
 }
 
 // serve runs one stream: a goroutine reads requests, this one handles
 // them and sends what the stream lacks whenever a request arrives or the
 // node's configuration changes.
-func (s *Server) serve(base, ctx context.Context, delta bool, recv func() (*request, error),
-	sendSotw func(*discovery.DiscoveryResponse) error, sendDelta func(*discovery.DeltaDiscoveryResponse) error) error {
+func (s *Server) serve(base, ctx context.Context, delta bool, recv func() (*request, error), out sender) error {
 	st, err := s.open(ctx, streamKey{delta: delta, id: streamIDs.Add(1)})
 	if err != nil {
 		return err
@@ -244,7 +261,7 @@ func (s *Server) serve(base, ctx context.Context, delta bool, recv func() (*requ
 		if st.node == nil {
 			continue
 		}
-		if err := s.respond(ctx, st, sendSotw, sendDelta); err != nil {
+		if err := s.respond(ctx, st, out); err != nil {
 			return err
 		}
 	}
@@ -391,8 +408,7 @@ func (s *Server) nack(st *stream, typeURL, nonce, version, msg string) {
 
 // respond sends, in push order, every type the client is ready for and
 // whose configuration it lacks.
-func (s *Server) respond(ctx context.Context, st *stream, sendSotw func(*discovery.DiscoveryResponse) error,
-	sendDelta func(*discovery.DeltaDiscoveryResponse) error) error {
+func (s *Server) respond(ctx context.Context, st *stream, out sender) error {
 	cfg := st.node.cfg.Load()
 	if cfg == nil {
 		return nil
@@ -408,7 +424,7 @@ func (s *Server) respond(ctx context.Context, st *stream, sendSotw func(*discove
 			st.mu.Unlock()
 			continue
 		}
-		var sotwResp *discovery.DiscoveryResponse
+		var sotwResp *encodedResponse
 		var deltaResp *discovery.DeltaDiscoveryResponse
 		count := 0
 		if st.key.delta {
@@ -419,9 +435,14 @@ func (s *Server) respond(ctx context.Context, st *stream, sendSotw func(*discove
 			if !t.wildcard {
 				sub = t.names
 			}
-			res := set.filter(sub)
-			count = len(res)
-			sotwResp = &discovery.DiscoveryResponse{VersionInfo: set.version, TypeUrl: typeURL, Resources: res}
+			st.mu.Unlock()
+			var err error
+			if sotwResp, err = set.encoded(sub, out.prepare); err != nil {
+				s.metrics.internalErrors.Inc()
+				return err
+			}
+			st.mu.Lock()
+			count = sotwResp.count
 		}
 		if sotwResp == nil && deltaResp == nil {
 			if st.key.delta {
@@ -441,8 +462,12 @@ func (s *Server) respond(ctx context.Context, st *stream, sendSotw func(*discove
 		var once sync.Once
 		free := func() { once.Do(func() { <-s.inFlight }) }
 		timer := time.AfterFunc(inFlightTimeout, free)
-		st.nonce++
-		nonce := strconv.FormatUint(st.nonce, 10)
+		var nonce string
+		if sotwResp != nil {
+			nonce = sotwResp.nonce
+		} else {
+			nonce = strconv.FormatUint(nonces.Add(1), 10)
+		}
 		st.mu.Lock()
 		t.Version, t.Nonce, t.Set, t.Count = set.version, nonce, set, count
 		t.sentWildcard, t.sentNames, t.initial = t.wildcard, t.names, nil
@@ -451,12 +476,14 @@ func (s *Server) respond(ctx context.Context, st *stream, sendSotw func(*discove
 		st.mu.Unlock()
 		s.metrics.pushes.WithLabelValues(typeLabel(typeURL)).Inc()
 		var err error
-		if sotwResp != nil {
-			sotwResp.Nonce = nonce
-			err = sendSotw(sotwResp)
-		} else {
+		switch {
+		case sotwResp != nil && sotwResp.prepared != nil:
+			err = out.msg(sotwResp.prepared)
+		case sotwResp != nil:
+			err = out.sotw(sotwResp.resp)
+		default:
 			deltaResp.Nonce = nonce
-			err = sendDelta(deltaResp)
+			err = out.delta(deltaResp)
 		}
 		if err != nil {
 			return err

@@ -60,9 +60,9 @@ func startADS(t *testing.T, delta bool) *adsEnv {
 	}
 	go func() { _ = srv.Run(ctx) }()
 	go func() {
-		e.done <- srv.serve(ctx, ctx, delta, recv,
-			func(r *discovery.DiscoveryResponse) error { e.sotw <- r; return nil },
-			func(r *discovery.DeltaDiscoveryResponse) error { e.delta <- r; return nil })
+		e.done <- srv.serve(ctx, ctx, delta, recv, sender{
+			sotw:  func(r *discovery.DiscoveryResponse) error { e.sotw <- r; return nil },
+			delta: func(r *discovery.DeltaDiscoveryResponse) error { e.delta <- r; return nil }})
 	}()
 	t.Cleanup(func() {
 		cancel()

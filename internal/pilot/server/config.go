@@ -5,13 +5,16 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -47,6 +50,51 @@ type resourceSet struct {
 	filterMu  sync.Mutex
 	filterFor *nameSet
 	filtered  []*anypb.Any
+
+	// SotW responses: the wildcard one and the last one by names, each
+	// built (and encoded) once for every stream they are sent to.
+	encMu          sync.Mutex
+	encAll, encSub *encodedResponse
+}
+
+// encodedResponse is a SotW response of a resource set, shared by the
+// streams it is sent to. Its nonce is unique to it: a stream is never sent
+// the same encodedResponse twice in a row, so the nonce still tells which
+// response a request answers.
+type encodedResponse struct {
+	names    *nameSet
+	nonce    string
+	count    int
+	resp     *discovery.DiscoveryResponse
+	prepared any // the wire encoding of resp (nil without one)
+}
+
+// nonces numbers responses across the server.
+var nonces atomic.Uint64
+
+// encoded returns the response carrying the resources names selects (all
+// with nil), encoded with prepare when given.
+func (r *resourceSet) encoded(names *nameSet, prepare func(*discovery.DiscoveryResponse) (any, error)) (*encodedResponse, error) {
+	r.encMu.Lock()
+	defer r.encMu.Unlock()
+	slot := &r.encSub
+	if names == nil {
+		slot = &r.encAll
+	}
+	if e := *slot; e != nil && e.names == names {
+		return e, nil
+	}
+	res := r.filter(names)
+	e := &encodedResponse{names: names, nonce: strconv.FormatUint(nonces.Add(1), 10), count: len(res)}
+	e.resp = &discovery.DiscoveryResponse{VersionInfo: r.version, TypeUrl: r.typeURL, Resources: res, Nonce: e.nonce}
+	if prepare != nil {
+		var err error
+		if e.prepared, err = prepare(e.resp); err != nil {
+			return nil, err
+		}
+	}
+	*slot = e
+	return e, nil
 }
 
 // resourceName is the name xDS knows a resource by.
