@@ -164,7 +164,7 @@ func TestPilotScale(t *testing.T) {
 	var res struct {
 		Proxies, Converged int
 		ConnectSeconds     float64
-		P50, P90, P99, Max float64
+		Min, P50, P90, P99, Max float64
 		Errors             []string
 	}
 	if err := json.Unmarshal(stdout, &res); err != nil {
@@ -176,8 +176,8 @@ func TestPilotScale(t *testing.T) {
 		profWG.Wait()
 	}
 	report := fmt.Sprintf("pilot scale: %d services, %d proxies (%d converged): connect+initial config %.1fs; "+
-		"VirtualService change -> ACK p50 %.3fs p90 %.3fs p99 %.3fs max %.3fs; pilot RSS %d MiB (peak %d MiB), CPU %.1fs during the run",
-		services, res.Proxies, res.Converged, res.ConnectSeconds, res.P50, res.P90, res.P99, res.Max, rss/1024, hwm/1024, cpu1-cpu0)
+		"VirtualService change -> ACK min %.3fs p50 %.3fs p90 %.3fs p99 %.3fs max %.3fs; pilot RSS %d MiB (peak %d MiB), CPU %.1fs during the run",
+		services, res.Proxies, res.Converged, res.ConnectSeconds, res.Min, res.P50, res.P90, res.P99, res.Max, rss/1024, hwm/1024, cpu1-cpu0)
 	t.Log(report)
 	fmt.Println(report)
 	if len(res.Errors) > 0 || res.Converged != proxies {

@@ -53,7 +53,9 @@ type Result struct {
 	Converged int `json:"converged"`
 	// Convergence percentiles, seconds from the VirtualService update
 	// until a stream ACKed the new routes.
-	P50, P90, P99, Max float64
+	// Min is the first stream's: how long the control plane took to
+	// notice the change, debounce and generate, before sending.
+	Min, P50, P90, P99, Max float64
 	Errors             []string `json:"errors,omitempty"`
 }
 
@@ -223,7 +225,7 @@ func run(log *slog.Logger) error {
 	sort.Float64s(lat)
 	if len(lat) > 0 {
 		pct := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-		res.P50, res.P90, res.P99, res.Max = pct(.5), pct(.9), pct(.99), lat[len(lat)-1]
+		res.Min, res.P50, res.P90, res.P99, res.Max = lat[0], pct(.5), pct(.9), pct(.99), lat[len(lat)-1]
 	}
 	if waitErr != nil {
 		res.Errors = append(res.Errors, waitErr.Error())
