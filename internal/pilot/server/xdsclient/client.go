@@ -19,6 +19,8 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -57,7 +59,9 @@ type Options struct {
 	OnUpdate func(Update)
 	// Light clients (SotW only) keep no resources, for load tests: they
 	// decode a response only to find the names to subscribe to, once per
-	// version through Names, shared by every client.
+	// version through Names, shared by every client. Their connections may
+	// use EnvelopeCodec, which leaves the resources of endpoints and routes
+	// undecoded.
 	Light bool
 	Names *NameCache
 }
@@ -484,4 +488,123 @@ func (c *Client) Acked(typeURL string) string {
 		return st.acked
 	}
 	return ""
+}
+
+// EnvelopeCodec is a gRPC codec for Light clients (grpc.ForceCodecV2 on
+// their connections): SotW responses of endpoints and routes are decoded
+// only as far as a Light client reads them (type, version and nonce),
+// their resources are skipped in the received buffers without a copy.
+// Clusters, listeners and every other message are decoded in full.
+// Load tools use it so that they measure the control plane rather than
+// their own decoding of the configuration every simulated proxy receives.
+type EnvelopeCodec struct{}
+
+var protoCodec = encoding.GetCodecV2("proto")
+
+// Name implements encoding.CodecV2.
+func (EnvelopeCodec) Name() string { return "proto" }
+
+// Marshal implements encoding.CodecV2.
+func (EnvelopeCodec) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.Marshal(v) }
+
+// Unmarshal implements encoding.CodecV2.
+func (EnvelopeCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if resp, ok := v.(*discovery.DiscoveryResponse); ok {
+		if env, ok := envelope(data); ok && (env.TypeUrl == EndpointType || env.TypeUrl == RouteType) {
+			resp.Reset()
+			resp.VersionInfo, resp.TypeUrl, resp.Nonce = env.VersionInfo, env.TypeUrl, env.Nonce
+			return nil
+		}
+	}
+	return protoCodec.Unmarshal(data, v)
+}
+
+// wireReader reads protobuf wire format across the buffers of a message.
+type wireReader struct {
+	bufs [][]byte
+	err  bool
+}
+
+func (r *wireReader) done() bool {
+	for len(r.bufs) > 0 && len(r.bufs[0]) == 0 {
+		r.bufs = r.bufs[1:]
+	}
+	return len(r.bufs) == 0
+}
+
+func (r *wireReader) byte() byte {
+	if r.done() {
+		r.err = true
+		return 0
+	}
+	b := r.bufs[0][0]
+	r.bufs[0] = r.bufs[0][1:]
+	return b
+}
+
+func (r *wireReader) varint() uint64 {
+	var v uint64
+	for shift := uint(0); shift < 64; shift += 7 {
+		b := r.byte()
+		v |= uint64(b&0x7f) << shift
+		if b < 0x80 || r.err {
+			return v
+		}
+	}
+	r.err = true
+	return 0
+}
+
+// bytes returns the next n bytes (copied) when keep, else skips them.
+func (r *wireReader) bytes(n uint64, keep bool) []byte {
+	var out []byte
+	for n > 0 {
+		if r.done() {
+			r.err = true
+			return nil
+		}
+		k := min(n, uint64(len(r.bufs[0])))
+		if keep {
+			out = append(out, r.bufs[0][:k]...)
+		}
+		r.bufs[0] = r.bufs[0][k:]
+		n -= k
+	}
+	return out
+}
+
+// envelope reads a DiscoveryResponse's version_info, type_url and nonce.
+func envelope(data mem.BufferSlice) (*discovery.DiscoveryResponse, bool) {
+	r := &wireReader{bufs: make([][]byte, 0, len(data))}
+	for _, b := range data {
+		r.bufs = append(r.bufs, b.ReadOnlyData())
+	}
+	out := &discovery.DiscoveryResponse{}
+	for !r.done() && !r.err {
+		tag := r.varint()
+		field, wt := tag>>3, tag&7
+		switch wt {
+		case 0:
+			r.varint()
+		case 1:
+			r.bytes(8, false)
+		case 5:
+			r.bytes(4, false)
+		case 2:
+			n := r.varint()
+			keep := field == 1 || field == 4 || field == 5
+			b := r.bytes(n, keep)
+			switch field {
+			case 1:
+				out.VersionInfo = string(b)
+			case 4:
+				out.TypeUrl = string(b)
+			case 5:
+				out.Nonce = string(b)
+			}
+		default:
+			return nil, false
+		}
+	}
+	return out, !r.err
 }
