@@ -220,15 +220,18 @@ func (x *exchange) forward(v *requestView) {
 	var attemptStart time.Time
 	for attempt := 1; ; attempt++ {
 		x.info.Attempts = attempt
-		actx, acancel := context.WithCancel(ctx)
-		attemptCancel = acancel
+		// An attempt has a context of its own only for a per-try
+		// timeout: an attempt given up for a retry has already failed or
+		// had its response body closed, which ends it.
+		actx := ctx
+		attemptCancel = func() {}
 		perTryFired = new(atomic.Bool)
 		fired := perTryFired
 		if rp != nil && rp.perTry > 0 && up == "" {
+			var acancel context.CancelFunc
+			actx, acancel = context.WithCancel(ctx)
 			t := time.AfterFunc(rp.perTry, func() { fired.Store(true); acancel() })
-			stop := t.Stop
-			prevCancel := attemptCancel
-			attemptCancel = func() { stop(); prevCancel() }
+			attemptCancel = func() { t.Stop(); acancel() }
 		}
 		// The first attempt sends hdr itself; a retry sends a copy, since
 		// an abandoned attempt may still be reading its headers. Attempts
