@@ -141,14 +141,18 @@ func TestPilotScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	cpu0 := cpuSeconds(t, pilot.Process.Pid)
-	// PILOT_BENCH_PROFILE=<dir> saves pilot's CPU profile of the run's
-	// first PILOT_BENCH_CPU_SECONDS (60) and its heap profile at the end.
+	// PILOT_BENCH_PROFILE=<dir> saves pilot's CPU profile of
+	// PILOT_BENCH_CPU_SECONDS (60) from PILOT_BENCH_CPU_DELAY seconds (0)
+	// into the run, and its heap profile at the end.
 	profDir := os.Getenv("PILOT_BENCH_PROFILE")
 	var profWG sync.WaitGroup
 	if profDir != "" {
 		profWG.Add(1)
 		go func() {
 			defer profWG.Done()
+			if d, err := strconv.Atoi(os.Getenv("PILOT_BENCH_CPU_DELAY")); err == nil {
+				time.Sleep(time.Duration(d) * time.Second)
+			}
 			fetch(t, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addrs.Monitoring, envInt("PILOT_BENCH_CPU_SECONDS", 60)), filepath.Join(profDir, "cpu.pprof"))
 		}()
 	}
@@ -156,16 +160,20 @@ func TestPilotScale(t *testing.T) {
 	load := exec.Command(loadBin, "--kubeconfig="+c.Kubeconfig, "--addr="+addrs.GRPC, "--root="+rootFile,
 		"--identities="+strings.Join(identities, ","), fmt.Sprintf("--proxies=%d", proxies), "--trigger="+benchNS+"/vs-0")
 	load.Stderr = os.Stderr
+	if profDir != "" {
+		load.Env = append(os.Environ(), "XDSLOAD_CPUPROFILE="+filepath.Join(profDir, "xdsload-cpu.pprof"))
+	}
 	stdout, err := load.Output()
 	if err != nil {
 		t.Fatalf("xdsload: %v; pilot log in %s", err, pilotLog.Name())
 	}
 	cpu1 := cpuSeconds(t, pilot.Process.Pid)
 	var res struct {
-		Proxies, Converged int
-		ConnectSeconds     float64
+		Proxies, Converged      int
+		ConnectSeconds          float64
 		Min, P50, P90, P99, Max float64
-		Errors             []string
+		LoadCPUSeconds          float64
+		Errors                  []string
 	}
 	if err := json.Unmarshal(stdout, &res); err != nil {
 		t.Fatalf("xdsload output %q: %v", stdout, err)
@@ -176,8 +184,9 @@ func TestPilotScale(t *testing.T) {
 		profWG.Wait()
 	}
 	report := fmt.Sprintf("pilot scale: %d services, %d proxies (%d converged): connect+initial config %.1fs; "+
-		"VirtualService change -> ACK min %.3fs p50 %.3fs p90 %.3fs p99 %.3fs max %.3fs; pilot RSS %d MiB (peak %d MiB), CPU %.1fs during the run",
-		services, res.Proxies, res.Converged, res.ConnectSeconds, res.Min, res.P50, res.P90, res.P99, res.Max, rss/1024, hwm/1024, cpu1-cpu0)
+		"VirtualService change -> ACK min %.3fs p50 %.3fs p90 %.3fs p99 %.3fs max %.3fs; pilot RSS %d MiB (peak %d MiB), CPU %.1fs during the run; "+
+		"xdsload CPU %.1fs from the change until converged",
+		services, res.Proxies, res.Converged, res.ConnectSeconds, res.Min, res.P50, res.P90, res.P99, res.Max, rss/1024, hwm/1024, cpu1-cpu0, res.LoadCPUSeconds)
 	t.Log(report)
 	fmt.Println(report)
 	if len(res.Errors) > 0 || res.Converged != proxies {

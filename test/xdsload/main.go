@@ -30,9 +30,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -63,7 +65,10 @@ type Result struct {
 	// Min is the first stream's: how long the control plane took to
 	// notice the change, debounce and generate, before sending.
 	Min, P50, P90, P99, Max float64
-	Errors                  []string `json:"errors,omitempty"`
+	// LoadCPUSeconds is this process's CPU time from the change until
+	// every stream converged (it shares the machine with pilot).
+	LoadCPUSeconds float64  `json:"loadCPUSeconds"`
+	Errors         []string `json:"errors,omitempty"`
 }
 
 func main() {
@@ -216,12 +221,31 @@ func run(log *slog.Logger) error {
 		}
 		h.Name = fmt.Sprintf("xdsload-%d", time.Now().UnixNano())
 	}
+	if f := os.Getenv("XDSLOAD_CPUPROFILE"); f != "" {
+		// The change phase's CPU profile of this process.
+		out, err := os.Create(f)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); out.Close() }()
+	}
+	var ru0 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	t0 := time.Now()
 	triggered.Store(t0.UnixNano())
 	if _, err := istio.NetworkingV1().VirtualServices(ns).Update(ctx, vs, metav1.UpdateOptions{}); err != nil {
 		return err
 	}
 	waitErr := waitAll(ctx, *timeout, clients, func(i int) bool { return states[i].done.Load() != 0 })
+	var ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := func(r syscall.Rusage) float64 {
+		return float64(r.Utime.Nano()+r.Stime.Nano()) / 1e9
+	}
+	res.LoadCPUSeconds = cpu(ru1) - cpu(ru0)
 	var lat []float64
 	for _, st := range states {
 		if d := st.done.Load(); d != 0 {
