@@ -298,9 +298,10 @@ func (h *hcm) record(r *http.Request, rw *respWriter, ci *connInfo, ri RequestIn
 			l.service.ServiceHost = stripPort(r.Host)
 		}
 	}
-	vals := l.values()
+	var vals [numLabels]string
+	l.fill(&vals)
 	m := h.d.metrics
-	series := m.httpSeriesFor(vals)
+	series := m.httpSeriesFor(&vals)
 	series.requests.Inc()
 	series.duration.Observe(float64(dur.Microseconds()) / 1000)
 	series.reqBytes.Observe(float64(bytesIn + headerSize(r.Header)))

@@ -111,7 +111,7 @@ func (x *exchange) forward(v *requestView) {
 	}
 
 	// The request as the upstream sees it.
-	hdr := x.r.Header.Clone()
+	hdr := cloneHeader(x.r.Header, 4)
 	stripHopByHop(hdr)
 	if up != "" {
 		hdr.Set("Connection", "Upgrade")
@@ -406,6 +406,27 @@ func (x *exchange) forward(v *requestView) {
 	for k, vv := range resp.Trailer {
 		x.w.Header()[http.TrailerPrefix+k] = vv
 	}
+}
+
+// cloneHeader copies h like http.Header.Clone, with room for extra more
+// keys: the headers the router adds do not grow the map again.
+func cloneHeader(h http.Header, extra int) http.Header {
+	n := 0
+	for _, vv := range h {
+		n += len(vv)
+	}
+	sv := make([]string, n)
+	out := make(http.Header, len(h)+extra)
+	for k, vv := range h {
+		if vv == nil {
+			out[k] = nil
+			continue
+		}
+		n = copy(sv, vv)
+		out[k] = sv[:n:n]
+		sv = sv[n:]
+	}
+	return out
 }
 
 // expectedTimeout is the time the upstream has to answer one attempt:
