@@ -267,10 +267,14 @@ func (sc *h1ServerConn) serveRequest(req *http.Request) bool {
 	req.TLS = sc.tls
 	ctx := sc.ctx
 	w.cancel = sc.cancel
-	req = req.WithContext(ctx)
+	direct := s.direct != nil && req.Method != "PRI" && req.Header["Upgrade"] == nil
+	if !direct {
+		// Through the handler chain (the h2c upgrade handler).
+		req = req.WithContext(ctx)
+	}
 
 	sc.watchStart(w, w.body == nil)
-	aborted := sc.runHandler(w, req)
+	aborted := sc.runHandler(w, req, direct)
 	watched := sc.watchEnd(w)
 	if aborted || w.hijacked {
 		return false
@@ -299,7 +303,7 @@ func (sc *h1ServerConn) serveRequest(req *http.Request) bool {
 
 // runHandler calls the handler; true when it aborted (panicked), which
 // resets the connection.
-func (sc *h1ServerConn) runHandler(w *h1Response, req *http.Request) (aborted bool) {
+func (sc *h1ServerConn) runHandler(w *h1Response, req *http.Request, direct bool) (aborted bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			aborted = true
@@ -308,6 +312,12 @@ func (sc *h1ServerConn) runHandler(w *h1Response, req *http.Request) (aborted bo
 			}
 		}
 	}()
+	if direct {
+		// The connection manager itself, with the connection's context:
+		// no copy of the request to attach it.
+		sc.s.direct(w, req, sc.ctx)
+		return false
+	}
 	sc.s.handler.ServeHTTP(w, req)
 	return false
 }

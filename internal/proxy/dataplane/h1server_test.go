@@ -34,6 +34,7 @@ func newH1Test(t *testing.T, cfg *hcmv3.HttpConnectionManager, h http.HandlerFun
 	}
 	ht := &h1Test{s: newHCMServer("test", cfg, false, slog.New(slog.DiscardHandler))}
 	ht.s.handler = h
+	ht.s.direct = nil
 	ht.s.srv.Handler = h
 	ht.s.start()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

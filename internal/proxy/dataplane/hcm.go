@@ -191,8 +191,14 @@ func (h *hcm) closeTracer(after time.Duration) {
 // forwarding headers, tracing, peer metadata, JWT, RBAC, the router, then
 // stats and access logs.
 func (h *hcm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.serve(w, r, r.Context())
+}
+
+// serve is ServeHTTP for a request whose context is ctx (the HTTP/1.1
+// loop hands its requests over without a context of their own).
+func (h *hcm) serve(w http.ResponseWriter, r *http.Request, ctx context.Context) {
 	start := time.Now()
-	ci := connInfoFrom(r.Context())
+	ci := connInfoFrom(ctx)
 	if ci == nil {
 		ci = &connInfo{}
 	}
@@ -202,7 +208,6 @@ func (h *hcm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	remote := h.forwarding(r, ci)
 	h.clientCert(r, ci)
 
-	ctx := r.Context()
 	if h.requestTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, h.requestTimeout)

@@ -28,6 +28,9 @@ type hcmServer struct {
 	srv     *http.Server
 	ln      *chanListener
 	handler http.Handler
+	// direct serves an HTTP/1.1 request with the connection manager
+	// current when it starts, given the request's context.
+	direct func(w http.ResponseWriter, r *http.Request, ctx context.Context)
 
 	// HTTP/1.1 connections served by the data plane's own loop
 	// (h1server.go).
@@ -92,6 +95,7 @@ func newHCMServer(key string, cfg *hcmv3.HttpConnectionManager, tlsTerminated bo
 		handler = h2c.NewHandler(handler, &http2.Server{IdleTimeout: idle})
 	}
 	s.handler = handler
+	s.direct = func(w http.ResponseWriter, r *http.Request, ctx context.Context) { s.cur.Load().serve(w, r, ctx) }
 	s.http1 = cfg.GetCodecType() != hcmv3.HttpConnectionManager_HTTP2
 	s.http2 = cfg.GetCodecType() != hcmv3.HttpConnectionManager_HTTP1
 	s.idle = idle
