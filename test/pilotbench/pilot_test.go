@@ -181,6 +181,7 @@ func TestPilotScale(t *testing.T) {
 	rss, hwm := memKB(t, pilot.Process.Pid)
 	if profDir != "" {
 		fetch(t, "http://"+addrs.Monitoring+"/debug/pprof/heap", filepath.Join(profDir, "heap.pprof"))
+		fetch(t, "http://"+addrs.Monitoring+"/debug/pprof/heap?debug=1", filepath.Join(profDir, "heap.txt"))
 		profWG.Wait()
 	}
 	report := fmt.Sprintf("pilot scale: %d services, %d proxies (%d converged): connect+initial config %.1fs; "+

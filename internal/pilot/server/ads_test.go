@@ -305,6 +305,9 @@ func TestInternNames(t *testing.T) {
 	if c := internNames([]string{"x", "y"}); c == a || !c.has("x") || c.has("z") {
 		t.Error("a subset is the same set")
 	}
+	if c := internNames([]string{"x", "y", "z"}); c.equal([]string{"x", "x", "y"}) || !c.equal([]string{"z", "y", "x"}) {
+		t.Error("equal is fooled by duplicates or by order")
+	}
 	if internNames(nil) != nil {
 		t.Error("no names is not nil")
 	}

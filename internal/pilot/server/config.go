@@ -217,6 +217,7 @@ func newConfig(res *xds.Resources, versions map[string]string, prev *config) (*c
 type nameSet struct {
 	names []string
 	set   map[string]struct{}
+	key   internKey // namesKey(names)
 }
 
 func (n *nameSet) has(name string) bool {
@@ -234,68 +235,67 @@ func (n *nameSet) len() int {
 	return len(n.names)
 }
 
-// equal reports whether n holds exactly names (in any order, without
-// duplicates in names).
+// equal reports whether n holds exactly names (in any order): as many,
+// each held, and the same order-independent hash, which a list with
+// duplicates standing in for missing names does not have.
 func (n *nameSet) equal(names []string) bool {
 	if n.len() != len(names) {
 		return false
+	}
+	if n == nil {
+		return true // both empty
 	}
 	for _, s := range names {
 		if !n.has(s) {
 			return false
 		}
 	}
-	return true
+	return namesKey(names) == n.key
 }
 
 var nameSets internTable[nameSet]
 
 // internNames returns the shared set of names (nil for none). The key is
-// independent of the order of names; a hit is checked name by name.
+// independent of the order of names; a hit is checked name by name, and
+// costs no allocation (thousands of streams subscribe the same names).
 func internNames(names []string) *nameSet {
 	if len(names) == 0 {
 		return nil
 	}
-	var k internKey
-	var a, b uint64
-	uniq := 0
+	if got := nameSets.lookup(namesKey(names)); got != nil && got.equal(names) {
+		return got
+	}
 	seen := make(map[string]struct{}, len(names))
+	uniq := make([]string, 0, len(names))
 	for _, s := range names {
-		if _, dup := seen[s]; dup {
-			continue
-		}
-		seen[s] = struct{}{}
-		uniq++
-		a += strHash(s, 14695981039346656037)
-		b += strHash(s, 1099511628211)
-	}
-	binary.LittleEndian.PutUint64(k[:8], a^uint64(uniq))
-	binary.LittleEndian.PutUint64(k[8:], b)
-	got := nameSets.lookup(k)
-	if got != nil && got.len() == uniq {
-		same := true
-		for s := range seen {
-			if !got.has(s) {
-				same = false
-				break
-			}
-		}
-		if same {
-			return got
+		if _, dup := seen[s]; !dup {
+			seen[s] = struct{}{}
+			uniq = append(uniq, s)
 		}
 	}
-	ns := &nameSet{names: make([]string, 0, uniq), set: seen}
-	for s := range seen {
-		ns.names = append(ns.names, s)
+	k := namesKey(uniq)
+	if got := nameSets.lookup(k); got != nil && got.equal(uniq) {
+		return got
 	}
+	ns := &nameSet{names: uniq, set: seen, key: k}
 	slices.Sort(ns.names)
-	if got != nil {
-		return ns // another set has the same key: not shared
-	}
 	if shared := nameSets.intern(k, ns); shared == ns || shared.equal(ns.names) {
 		return shared
 	}
-	return ns
+	return ns // another set has the same key: not shared
+}
+
+// namesKey hashes a list of names independently of their order.
+func namesKey(names []string) internKey {
+	var a, b uint64
+	for _, s := range names {
+		a += strHash(s, 14695981039346656037)
+		b += strHash(s, 1099511628211)
+	}
+	var k internKey
+	binary.LittleEndian.PutUint64(k[:8], a^uint64(len(names)))
+	binary.LittleEndian.PutUint64(k[8:], b)
+	return k
 }
 
 // strHash is FNV-1a of s from the given offset basis.
