@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mizzen-mesh/mizzen/internal/proxy/capture"
+	"github.com/mizzen-mesh/mizzen/internal/proxy/rawio"
 )
 
 // socket is one bound address. It survives snapshots that keep a listener
@@ -102,6 +103,7 @@ func (d *Dataplane) handle(sock netip.AddrPort, c net.Conn) {
 		}
 		info.listener = l.name
 	}
+	c = rawio.Wrap(c)
 	bc := newBufConn(c)
 	facts := connFacts{dst: info.dst, src: info.src, transport: "raw_buffer"}
 	if l.peek.tls || l.peek.http {

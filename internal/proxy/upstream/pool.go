@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/mizzen-mesh/mizzen/internal/proxy/rawio"
 )
 
 // pool holds the connections to one host: an HTTP/1.1 keep-alive pool and
@@ -65,6 +67,7 @@ func dialHost(ctx context.Context, cfg *clusterConfig, cs *clusterState, addr st
 	if err != nil {
 		return nil, connectError(ctx, addr, err)
 	}
+	conn = rawio.Wrap(conn)
 	raw := conn
 	if sock != nil {
 		tc := tls.Client(conn, sock.clientConfig())
