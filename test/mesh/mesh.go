@@ -91,7 +91,7 @@ func Build(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/pilot", "./cmd/proxy")
+	cmd := exec.CommandContext(ctx, "go", "build", "-tags", cluster.BuildTags, "-o", dir+"/", "./cmd/pilot", "./cmd/proxy")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

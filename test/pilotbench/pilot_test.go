@@ -99,7 +99,7 @@ func TestPilotScale(t *testing.T) {
 	dir := t.TempDir()
 	pilotBin, loadBin := filepath.Join(dir, "pilot"), filepath.Join(dir, "xdsload")
 	for bin, pkg := range map[string]string{pilotBin: "./cmd/pilot", loadBin: "./test/xdsload"} {
-		cmd := exec.Command("go", "build", "-o", bin, pkg)
+		cmd := exec.Command("go", "build", "-tags", cluster.BuildTags, "-o", bin, pkg)
 		cmd.Dir = filepath.Join("..", "..")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("building %s: %v\n%s", pkg, err, out)
