@@ -2,10 +2,12 @@ package xds
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	meshconfig "istio.io/api/mesh/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -254,5 +256,71 @@ func TestNoneInboundOutboundCollision(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("collision not reported: %v", r.Skipped)
+	}
+}
+
+// A port without a declared protocol is sniffed on the inbound side as in
+// Istio: for each transport an HTTP chain and a TCP chain, mTLS ones told
+// apart by the client sidecar's ALPN, plaintext ones by the HTTP
+// inspector; the inbound cluster speaks what the client spoke.
+func TestInboundSniffedPort(t *testing.T) {
+	push := bookinfo()
+	for _, svc := range push.Services {
+		if svc.Name == "productpage" {
+			svc.Ports = append(svc.Ports, model.Port{Port: 9000, Protocol: model.ProtocolUnsupported})
+		}
+	}
+	r := Generate(push, productpageProxy())
+	validateAll(t, r)
+	vi := findListener(r, VirtualInboundListener)
+	if names := func() (n []string) {
+		for _, f := range vi.ListenerFilters {
+			n = append(n, f.Name)
+		}
+		return
+	}(); !slices.Equal(names, []string{FilterTLSInspect, FilterHTTPInspect}) {
+		t.Errorf("virtualInbound listener filters %v, want the TLS and HTTP inspectors", names)
+	}
+	type chain struct {
+		name, transport string
+		alpn            []string
+		http            bool
+	}
+	var got []chain
+	for _, fc := range vi.FilterChains {
+		if fc.GetFilterChainMatch().GetDestinationPort().GetValue() != 9000 {
+			continue
+		}
+		m := fc.GetFilterChainMatch()
+		got = append(got, chain{fc.Name, m.GetTransportProtocol(), m.GetApplicationProtocols(), fc.Filters[len(fc.Filters)-1].Name == FilterHCM})
+	}
+	want := []chain{
+		{"inbound|9000||mtls-http", "tls", InboundHTTPALPN, true},
+		{"inbound|9000||mtls-tcp", "tls", InboundTCPALPN, false},
+		{"inbound|9000||plaintext-http", "raw_buffer", SniffedALPN, true},
+		{"inbound|9000||plaintext-tcp", "raw_buffer", nil, false},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("port 9000 chains %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i].name != want[i].name || got[i].transport != want[i].transport || !slices.Equal(got[i].alpn, want[i].alpn) || got[i].http != want[i].http {
+			t.Errorf("chain %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	// A declared HTTP port keeps one chain per transport, no inspector
+	// needed for it.
+	for _, fc := range vi.FilterChains {
+		if fc.GetFilterChainMatch().GetDestinationPort().GetValue() == 9080 && strings.HasSuffix(fc.Name, "-tcp") {
+			t.Errorf("HTTP port 9080 has a TCP chain %s", fc.Name)
+		}
+	}
+	c := findCluster(r, "inbound|9000||")
+	if c == nil {
+		t.Fatal("no inbound cluster for port 9000")
+	}
+	opts := &upstreamhttp.HttpProtocolOptions{}
+	if err := c.TypedExtensionProtocolOptions[HTTPProtocolOpts].UnmarshalTo(opts); err != nil || opts.GetUseDownstreamProtocolConfig() == nil {
+		t.Errorf("inbound cluster of a sniffed port must use the downstream protocol: %v %v", opts, err)
 	}
 }

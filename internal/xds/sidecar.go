@@ -20,8 +20,14 @@ import (
 )
 
 // InboundALPN are the application protocols of mesh mTLS connections that
-// select an inbound mTLS chain.
-var InboundALPN = []string{"istio-peer-exchange", "istio", "istio-http/1.0", "istio-http/1.1", "istio-h2"}
+// select an inbound mTLS chain: InboundHTTPALPN are those a client's
+// sidecar offers first on HTTP connections, which select the HTTP chain
+// of a port whose protocol is sniffed; the others its TCP chain.
+var (
+	InboundALPN     = []string{"istio-peer-exchange", "istio", "istio-http/1.0", "istio-http/1.1", "istio-h2"}
+	InboundHTTPALPN = []string{"istio-http/1.0", "istio-http/1.1", "istio-h2"}
+	InboundTCPALPN  = []string{"istio-peer-exchange", "istio"}
+)
 
 // SniffedALPN are what the HTTP inspector reports for plaintext HTTP.
 var SniffedALPN = []string{"http/1.1", "h2c"}
@@ -97,7 +103,7 @@ func (g *gen) buildInboundClusters() {
 			CircuitBreakers: circuitBreakers(nil),
 			Metadata:        clusterMetadata(ip.svc, "", ip.port),
 		}
-		if opts := httpProtocolOptions(ip.protocol, nil); opts != nil && ip.protocol.IsHTTP() {
+		if opts := httpProtocolOptions(ip.protocol, nil); opts != nil {
 			c.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOpts: mustAny(opts)}
 		}
 		g.clusters[name] = c
@@ -105,13 +111,15 @@ func (g *gen) buildInboundClusters() {
 }
 
 // inboundChains are the filter chains of one inbound port: mTLS and/or
-// plaintext as PeerAuthentication decides.
+// plaintext as PeerAuthentication decides. A port whose protocol the
+// Service does not declare is sniffed, as Istio does: HTTP and TCP chains
+// for each transport, mTLS ones told apart by the ALPN the client's
+// sidecar offers (InboundHTTPALPN for HTTP), plaintext ones by the HTTP
+// inspector (SniffedALPN).
 func (g *gen) inboundChains(ip inboundPort, matchPort bool) []*listener.FilterChain {
 	mode := hooks.InboundMTLSMode(g.push, g.proxy, ip.port)
-	http := ip.protocol.IsHTTP()
 	clusterName := ClusterName(Inbound, ip.port, "", "")
-	filters := func() []*listener.Filter {
-		statPrefix := clusterName
+	filters := func(http bool) []*listener.Filter {
 		if http {
 			rc := &route.RouteConfiguration{
 				Name:             clusterName,
@@ -135,7 +143,7 @@ func (g *gen) inboundChains(ip inboundPort, matchPort bool) []*listener.FilterCh
 				withPolicy: true, policyPort: ip.port, reporter: ReporterInbound,
 			})}
 		}
-		return g.tcpFilters(statPrefix, []weightedCluster{{name: clusterName, weight: 1}}, true, ip.port, ReporterInbound)
+		return g.tcpFilters(clusterName, []weightedCluster{{name: clusterName, weight: 1}}, true, ip.port, ReporterInbound)
 	}
 	match := func(transport string, alpn []string) *listener.FilterChainMatch {
 		m := &listener.FilterChainMatch{TransportProtocol: transport, ApplicationProtocols: alpn}
@@ -144,24 +152,47 @@ func (g *gen) inboundChains(ip inboundPort, matchPort bool) []*listener.FilterCh
 		}
 		return m
 	}
+	type variant struct {
+		suffix          string
+		http            bool
+		mtlsALPN, plain []string
+	}
+	variants := []variant{{"", ip.protocol.IsHTTP(), InboundALPN, nil}}
+	if ip.protocol == model.ProtocolUnsupported {
+		variants = []variant{{"-http", true, InboundHTTPALPN, SniffedALPN}, {"-tcp", false, InboundTCPALPN, nil}}
+	}
 	var chains []*listener.FilterChain
 	if mode.acceptsMTLS() {
-		ctx := hooks.InboundTLSContext(http)
-		chains = append(chains, &listener.FilterChain{
-			Name:             clusterName + "mtls",
-			FilterChainMatch: match("tls", InboundALPN),
-			TransportSocket:  &core.TransportSocket{Name: SocketTLS, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}},
-			Filters:          filters(),
-		})
+		for _, v := range variants {
+			ctx := hooks.InboundTLSContext(v.http)
+			chains = append(chains, &listener.FilterChain{
+				Name:             clusterName + "mtls" + v.suffix,
+				FilterChainMatch: match("tls", v.mtlsALPN),
+				TransportSocket:  &core.TransportSocket{Name: SocketTLS, ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}},
+				Filters:          filters(v.http),
+			})
+		}
 	}
 	if mode.acceptsPlaintext() {
-		chains = append(chains, &listener.FilterChain{
-			Name:             clusterName + "plaintext",
-			FilterChainMatch: match("raw_buffer", nil),
-			Filters:          filters(),
-		})
+		for _, v := range variants {
+			chains = append(chains, &listener.FilterChain{
+				Name:             clusterName + "plaintext" + v.suffix,
+				FilterChainMatch: match("raw_buffer", v.plain),
+				Filters:          filters(v.http),
+			})
+		}
 	}
 	return chains
+}
+
+// inboundListenerFilters inspect TLS and, when a port is sniffed, HTTP.
+func inboundListenerFilters(ports []inboundPort) []*listener.ListenerFilter {
+	for _, ip := range ports {
+		if ip.protocol == model.ProtocolUnsupported {
+			return []*listener.ListenerFilter{tlsInspector(), httpInspector()}
+		}
+	}
+	return []*listener.ListenerFilter{tlsInspector()}
 }
 
 func (g *gen) buildSidecarListeners() {
@@ -177,13 +208,14 @@ func (g *gen) buildSidecarListeners() {
 				Filters: g.tcpFilters(g.catchAllCluster(), []weightedCluster{{name: g.catchAllCluster(), weight: 1}}, false, 0, ReporterOutbound),
 			}},
 		}
+		ports := g.inboundPorts()
 		vi := &listener.Listener{
 			Name:             VirtualInboundListener,
 			Address:          socketAddress("0.0.0.0", VirtualInboundPort),
 			TrafficDirection: core.TrafficDirection_INBOUND,
-			ListenerFilters:  []*listener.ListenerFilter{tlsInspector()},
+			ListenerFilters:  inboundListenerFilters(ports),
 		}
-		for _, ip := range g.inboundPorts() {
+		for _, ip := range ports {
 			vi.FilterChains = append(vi.FilterChains, g.inboundChains(ip, true)...)
 		}
 		passthrough := &listener.FilterChain{
@@ -212,7 +244,7 @@ func (g *gen) buildSidecarListeners() {
 				Name:             name,
 				Address:          socketAddress(bind, ip.port),
 				TrafficDirection: core.TrafficDirection_INBOUND,
-				ListenerFilters:  []*listener.ListenerFilter{tlsInspector()},
+				ListenerFilters:  inboundListenerFilters([]inboundPort{ip}),
 				FilterChains:     g.inboundChains(ip, false),
 			}
 		}

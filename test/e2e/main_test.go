@@ -98,11 +98,17 @@ func namespace(t *testing.T, prefix string) string {
 // service creates a Service selecting app=<name> with one HTTP port.
 func service(t *testing.T, ns, name string, port int32) {
 	t.Helper()
+	servicePort(t, ns, name, corev1.ServicePort{Name: "http", Port: port, TargetPort: intstr.FromInt32(port)})
+}
+
+// servicePort creates Service name selecting app=name with one port.
+func servicePort(t *testing.T, ns, name string, port corev1.ServicePort) {
+	t.Helper()
 	_, err := m.CS.CoreV1().Services(ns).Create(context.Background(), &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": name}},
 		Spec: corev1.ServiceSpec{
 			Selector: map[string]string{"app": name},
-			Ports:    []corev1.ServicePort{{Name: "http", Port: port, TargetPort: intstr.FromInt32(port)}},
+			Ports:    []corev1.ServicePort{port},
 		},
 	}, metav1.CreateOptions{})
 	if err != nil {

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -240,15 +241,18 @@ func selectChain(chains []*chainRT, def *chainRT, f connFacts) *chainRT {
 			})
 		},
 		func(cs []*chainRT) []*chainRT { // application_protocols
+			// Like Envoy, the client's order decides between chains
+			// that both match: the first protocol it offers that some
+			// chain lists wins (a mesh client offering
+			// "istio-http/1.1, istio" reaches the HTTP chain of a port
+			// whose protocol is sniffed, not its TCP chain).
 			return narrow(cs, func(m *listener.FilterChainMatch) (bool, int, bool) {
 				if len(m.GetApplicationProtocols()) == 0 {
 					return false, 0, false
 				}
-				for _, want := range m.GetApplicationProtocols() {
-					for _, got := range f.alpn {
-						if want == got {
-							return true, 0, true
-						}
+				for i, got := range f.alpn {
+					if slices.Contains(m.GetApplicationProtocols(), got) {
+						return true, len(f.alpn) - i, true
 					}
 				}
 				return true, 0, false

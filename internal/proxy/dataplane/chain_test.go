@@ -26,6 +26,8 @@ func TestSelectChain(t *testing.T) {
 		mk("tcp-7000", &listener.FilterChainMatch{DestinationPort: port(7000)}),
 		mk("cidr-24", &listener.FilterChainMatch{DestinationPort: port(5000), PrefixRanges: []*core.CidrRange{{AddressPrefix: "10.0.0.0", PrefixLen: wrapperspb.UInt32(24)}}}),
 		mk("cidr-16", &listener.FilterChainMatch{DestinationPort: port(5000), PrefixRanges: []*core.CidrRange{{AddressPrefix: "10.0.0.0", PrefixLen: wrapperspb.UInt32(16)}}}),
+		mk("9000-mtls-http", &listener.FilterChainMatch{DestinationPort: port(9000), TransportProtocol: "tls", ApplicationProtocols: []string{"istio-http/1.0", "istio-http/1.1", "istio-h2"}}),
+		mk("9000-mtls-tcp", &listener.FilterChainMatch{DestinationPort: port(9000), TransportProtocol: "tls", ApplicationProtocols: []string{"istio-peer-exchange", "istio"}}),
 		mk("passthrough", nil),
 	}
 	dst := func(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
@@ -49,6 +51,12 @@ func TestSelectChain(t *testing.T) {
 		{"shorter prefix", connFacts{dst: dst("10.0.9.7:5000")}, "cidr-16"},
 		{"no prefix", connFacts{dst: dst("11.0.0.1:5000")}, ""},
 		{"other port", connFacts{dst: dst("10.0.0.1:1234")}, "passthrough"},
+		// Both chains list one of the client's protocols: the first it
+		// offers decides, like Envoy.
+		{"sniffed port, mesh HTTP/1.1", connFacts{dst: dst("10.0.0.1:9000"), transport: "tls", alpn: []string{"istio-http/1.1", "istio-peer-exchange", "istio"}}, "9000-mtls-http"},
+		{"sniffed port, mesh HTTP/2", connFacts{dst: dst("10.0.0.1:9000"), transport: "tls", alpn: []string{"istio-h2", "h2", "istio-peer-exchange", "istio"}}, "9000-mtls-http"},
+		{"sniffed port, mesh TCP", connFacts{dst: dst("10.0.0.1:9000"), transport: "tls", alpn: []string{"istio-peer-exchange", "istio"}}, "9000-mtls-tcp"},
+		{"sniffed port, TCP listed first", connFacts{dst: dst("10.0.0.1:9000"), transport: "tls", alpn: []string{"istio", "istio-http/1.1"}}, "9000-mtls-tcp"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

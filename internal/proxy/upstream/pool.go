@@ -17,8 +17,9 @@ import (
 // pool holds the connections to one host: an HTTP/1.1 keep-alive pool and
 // an HTTP/2 (TLS or h2c) connection pool, created on first use.
 type pool struct {
-	dial   func(ctx context.Context) (net.Conn, error)
-	dialH2 func(ctx context.Context) (net.Conn, error)
+	dial    func(ctx context.Context) (net.Conn, error) // HTTP/1.1
+	dialH2  func(ctx context.Context) (net.Conn, error)
+	dialTCP func(ctx context.Context) (net.Conn, error) // TCP proxying
 
 	h1conns *h1Pool // requests
 	h1once  sync.Once
@@ -39,12 +40,16 @@ func (hs *hostState) ensurePool(c *Cluster, h *Host) {
 
 func newPool(cfg *clusterConfig, cs *clusterState, addr string, sock *tlsSocket) *pool {
 	p := &pool{cfg: cfg}
-	// ALPN per pool: an HTTP/1.1 connection never offers "h2" (the server
-	// would then speak HTTP/2), an HTTP/2 connection always does (gRPC
-	// servers require it), like Envoy's per-codec ALPN.
-	h1, h2 := sock, sock
+	// ALPN per codec: an HTTP/1.1 connection never offers "h2" (the
+	// server would then speak HTTP/2), an HTTP/2 connection always does
+	// (gRPC servers require it), like Envoy's per-codec ALPN; HTTP ones
+	// on mesh mTLS say so with "istio-http/1.1" or "istio-h2".
+	tcp, h1, h2 := sock, sock, sock
 	if sock != nil {
-		h1, h2 = sock.withALPN(false), sock.withALPN(true)
+		tcp, h1, h2 = sock.withALPN(codecTCP), sock.withALPN(codecHTTP1), sock.withALPN(codecHTTP2)
+	}
+	p.dialTCP = func(ctx context.Context) (net.Conn, error) {
+		return dialHost(ctx, cfg, cs, addr, tcp)
 	}
 	p.dial = func(ctx context.Context) (net.Conn, error) {
 		return dialHost(ctx, cfg, cs, addr, h1)

@@ -177,7 +177,7 @@ func (c *Cluster) DialTCP(ctx context.Context, opts RequestOptions) (net.Conn, *
 		return nil, h, ErrOverflow
 	}
 	h.state.active.Add(1)
-	conn, err := h.state.pool.dial(ctx)
+	conn, err := h.state.pool.dialTCP(ctx)
 	if err != nil {
 		h.state.active.Add(-1)
 		c.record(h, outcomeGateway)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -357,27 +358,41 @@ func certPool(ds *corev3.DataSource) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// withALPN returns the socket with "h2" added to (http2) or removed from
-// its ALPN list.
-func (s *tlsSocket) withALPN(http2 bool) *tlsSocket {
-	has := false
-	var rest []string
+// codec is what a pool's connections speak.
+type codec int
+
+const (
+	codecTCP codec = iota
+	codecHTTP1
+	codecHTTP2
+)
+
+// withALPN returns the socket with the ALPN list of a codec: "h2" added
+// for HTTP/2 and removed otherwise; on mesh mTLS (the cluster offers
+// "istio") HTTP connections also offer "istio-http/1.1" or "istio-h2"
+// first, as Istio's sidecars do, so that the server's sidecar picks its
+// HTTP filter chain on a port whose protocol it sniffs (docs/xds.md).
+func (s *tlsSocket) withALPN(c codec) *tlsSocket {
+	alpn := make([]string, 0, len(s.alpn)+2)
+	mesh := slices.Contains(s.alpn, "istio")
+	switch {
+	case c == codecHTTP1 && mesh:
+		alpn = append(alpn, "istio-http/1.1")
+	case c == codecHTTP2 && mesh:
+		alpn = append(alpn, "istio-h2", "h2")
+	case c == codecHTTP2:
+		alpn = append(alpn, "h2")
+	}
 	for _, p := range s.alpn {
-		if p == "h2" {
-			has = true
-		} else {
-			rest = append(rest, p)
+		if p != "h2" && !slices.Contains(alpn, p) {
+			alpn = append(alpn, p)
 		}
 	}
-	if has == http2 {
+	if slices.Equal(alpn, s.alpn) {
 		return s
 	}
 	out := *s
-	if http2 {
-		out.alpn = append([]string{"h2"}, s.alpn...)
-	} else {
-		out.alpn = rest
-	}
+	out.alpn = alpn
 	return &out
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -82,14 +83,27 @@ func TestDataSources(t *testing.T) {
 }
 
 func TestALPNPerPool(t *testing.T) {
-	s := &tlsSocket{alpn: []string{"h2", "istio-peer-exchange", "istio"}}
-	if got := s.withALPN(false).alpn; len(got) != 2 || got[0] != "istio-peer-exchange" {
-		t.Errorf("HTTP/1.1 ALPN %v", got)
+	mesh := &tlsSocket{alpn: []string{"h2", "istio-peer-exchange", "istio"}}
+	plain := &tlsSocket{alpn: []string{"h2", "http/1.1"}}
+	for _, tc := range []struct {
+		s    *tlsSocket
+		c    codec
+		want []string
+	}{
+		{mesh, codecTCP, []string{"istio-peer-exchange", "istio"}},
+		{mesh, codecHTTP1, []string{"istio-http/1.1", "istio-peer-exchange", "istio"}},
+		{mesh, codecHTTP2, []string{"istio-h2", "h2", "istio-peer-exchange", "istio"}},
+		{plain, codecTCP, []string{"http/1.1"}},
+		{plain, codecHTTP1, []string{"http/1.1"}},
+		{plain, codecHTTP2, []string{"h2", "http/1.1"}},
+		{&tlsSocket{}, codecHTTP2, []string{"h2"}},
+		{&tlsSocket{}, codecHTTP1, []string{}},
+	} {
+		if got := tc.s.withALPN(tc.c).alpn; !slices.Equal(got, tc.want) {
+			t.Errorf("%v for codec %d: %q, want %q", tc.s.alpn, tc.c, got, tc.want)
+		}
 	}
-	if got := s.withALPN(true); got != s {
-		t.Errorf("HTTP/2 ALPN changed a list that has h2: %v", got.alpn)
-	}
-	if got := (&tlsSocket{}).withALPN(true).alpn; len(got) != 1 || got[0] != "h2" {
-		t.Errorf("HTTP/2 ALPN without configuration: %v", got)
+	if got := plain.withALPN(codecHTTP2); got != plain {
+		t.Errorf("HTTP/2 copied a socket whose ALPN already suits it: %v", got.alpn)
 	}
 }
