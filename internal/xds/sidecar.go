@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -24,9 +25,9 @@ import (
 // sidecar offers first on HTTP connections, which select the HTTP chain
 // of a port whose protocol is sniffed; the others its TCP chain.
 var (
-	InboundALPN     = []string{"istio-peer-exchange", "istio", "istio-http/1.0", "istio-http/1.1", "istio-h2"}
-	InboundHTTPALPN = []string{"istio-http/1.0", "istio-http/1.1", "istio-h2"}
 	InboundTCPALPN  = []string{"istio-peer-exchange", "istio"}
+	InboundHTTPALPN = []string{"istio-http/1.0", "istio-http/1.1", "istio-h2"}
+	InboundALPN     = slices.Concat(InboundTCPALPN, InboundHTTPALPN)
 )
 
 // SniffedALPN are what the HTTP inspector reports for plaintext HTTP.
