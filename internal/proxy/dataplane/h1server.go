@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/mizzen-mesh/mizzen/internal/proxy/httphead"
 )
 
 // The HTTP/1.1 server loop of the data plane. Connections known to speak
@@ -72,6 +74,7 @@ type h1ServerConn struct {
 	tls     *tls.ConnectionState
 	state   atomic.Int32
 	pending []byte
+	heads   httphead.Reader
 
 	hijacked bool
 
@@ -202,7 +205,7 @@ func (sc *h1ServerConn) serveOne() bool {
 	}
 	_ = sc.conn.SetReadDeadline(time.Now().Add(s.readHeaderTimeout))
 	sc.lr.n = h1MaxHeaderBytes + int64(sc.br.Buffered())
-	req, err := http.ReadRequest(sc.br)
+	req, err := sc.heads.ReadRequest(sc.br)
 	sc.lr.n = math.MaxInt64
 	if err != nil {
 		sc.badRequest(err)

@@ -4,7 +4,11 @@ package upstream
 
 import "syscall"
 
-// rawAlive cannot peek without blocking here: idle connections are
+// peeker cannot look without blocking here: idle connections are
 // assumed alive (a request on a closed one fails and, without a body, is
 // sent again on a new connection).
-func rawAlive(syscall.RawConn) bool { return true }
+type peeker struct{}
+
+func newPeeker(syscall.RawConn) *peeker { return &peeker{} }
+
+func (*peeker) check() bool { return true }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/mizzen-mesh/mizzen/internal/proxy/httphead"
 )
 
 // h1Pool is the HTTP/1.1 keep-alive pool of one host. Unlike
@@ -53,11 +55,12 @@ const (
 type h1Conn struct {
 	p        *h1Pool
 	conn     net.Conn
-	raw      syscall.RawConn // of the TCP connection, for the liveness check
+	peek     *peeker // of the TCP connection, for the liveness check; nil when it is not one
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	requests uint32
 	idleAt   time.Time
+	heads    httphead.Reader
 }
 
 func newH1Pool(dial func(ctx context.Context) (net.Conn, error), cfg *clusterConfig) *h1Pool {
@@ -80,7 +83,9 @@ func (p *h1Pool) newConn(c net.Conn) *h1Conn {
 		raw = cn.raw
 	}
 	if sc, ok := raw.(syscall.Conn); ok {
-		cc.raw, _ = sc.SyscallConn()
+		if rc, err := sc.SyscallConn(); err == nil {
+			cc.peek = newPeeker(rc)
+		}
 	}
 	return cc
 }
@@ -221,10 +226,10 @@ func (cc *h1Conn) alive() bool {
 	if cc.br.Buffered() > 0 {
 		return false
 	}
-	if cc.raw == nil {
+	if cc.peek == nil {
 		return true
 	}
-	return rawAlive(cc.raw)
+	return cc.peek.check()
 }
 
 var errBodyLength = errors.New("request body length differs from Content-Length")
@@ -305,7 +310,7 @@ func (p *h1Pool) send(req *http.Request) (resp *http.Response, reused, nothingRe
 			return fail(err)
 		}
 		nothingRead = false
-		resp, err = http.ReadResponse(cc.br, req)
+		resp, err = cc.heads.ReadResponse(cc.br, req)
 		if err != nil {
 			return fail(err)
 		}
