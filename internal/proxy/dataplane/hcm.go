@@ -19,6 +19,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	"github.com/mizzen-mesh/mizzen/internal/proxy/dataplane/rbac"
+	"github.com/mizzen-mesh/mizzen/internal/proxy/httphead"
 )
 
 // HTTP filter names of docs/xds.md, in their required order.
@@ -191,21 +192,25 @@ func (h *hcm) closeTracer(after time.Duration) {
 // forwarding headers, tracing, peer metadata, JWT, RBAC, the router, then
 // stats and access logs.
 func (h *hcm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.serve(w, r, r.Context())
+	h.serve(w, r, r.Context(), false)
 }
 
 // serve is ServeHTTP for a request whose context is ctx (the HTTP/1.1
-// loop hands its requests over without a context of their own).
-func (h *hcm) serve(w http.ResponseWriter, r *http.Request, ctx context.Context) {
+// loop hands its requests over without a context of their own). owned
+// says the caller made r for this call alone: it is then changed in
+// place rather than copied.
+func (h *hcm) serve(w http.ResponseWriter, r *http.Request, ctx context.Context, owned bool) {
 	start := time.Now()
 	ci := connInfoFrom(ctx)
 	if ci == nil {
 		ci = &connInfo{}
 	}
+	rw := &respWriter{ResponseWriter: w, h: h}
+	rw.spare = rw.vals[:]
 	if r.Header.Get("X-Request-Id") == "" {
-		r.Header.Set("X-Request-Id", newRequestID())
+		rw.spare.Set(r.Header, "X-Request-Id", newRequestID())
 	}
-	remote := h.forwarding(r, ci)
+	remote := h.forwarding(r, ci, &rw.spare)
 	h.clientCert(r, ci)
 
 	if h.requestTimeout > 0 {
@@ -214,12 +219,15 @@ func (h *hcm) serve(w http.ResponseWriter, r *http.Request, ctx context.Context)
 		defer cancel()
 	}
 	ctx, readInfo := h.d.opts.Engine.WithRequestInfo(ctx)
-	rw := &respWriter{ResponseWriter: w, h: h}
 	var span *spanState
 	if h.tracer != nil {
 		ctx, span = h.tracer.start(ctx, r)
 	}
-	r = r.WithContext(ctx)
+	if owned {
+		*r = *r.WithContext(ctx)
+	} else {
+		r = r.WithContext(ctx)
+	}
 	body := &countingBody{ReadCloser: r.Body}
 	r.Body = body
 
@@ -234,8 +242,8 @@ func (h *hcm) serve(w http.ResponseWriter, r *http.Request, ctx context.Context)
 		r.Header.Del(hdrPeerMetadataID)
 		rw.addPeer = true
 	} else if h.stats != nil {
-		r.Header.Set(hdrPeerMetadata, h.selfHeader)
-		r.Header.Set(hdrPeerMetadataID, h.selfID)
+		rw.spare.Set(r.Header, hdrPeerMetadata, h.selfHeader)
+		rw.spare.Set(r.Header, hdrPeerMetadataID, h.selfID)
 		rw.takePeer = true
 	}
 
@@ -332,7 +340,7 @@ func stripPort(host string) string {
 
 // forwarding applies use_remote_address and x-forwarded-for, returning the
 // client address RBAC's remote_ip sees.
-func (h *hcm) forwarding(r *http.Request, ci *connInfo) netip.Addr {
+func (h *hcm) forwarding(r *http.Request, ci *connInfo, spare *httphead.Slab) netip.Addr {
 	direct := ci.src.Addr()
 	xff := r.Header.Values("X-Forwarded-For")
 	if h.useRemoteAddress {
@@ -343,7 +351,7 @@ func (h *hcm) forwarding(r *http.Request, ci *connInfo) netip.Addr {
 				r.Header.Set("X-Forwarded-For", direct.String())
 			}
 		}
-		r.Header.Set("X-Forwarded-Proto", scheme(ci))
+		spare.Set(r.Header, "X-Forwarded-Proto", scheme(ci))
 		return direct
 	}
 	if len(xff) > 0 {
@@ -353,7 +361,7 @@ func (h *hcm) forwarding(r *http.Request, ci *connInfo) netip.Addr {
 		}
 	}
 	if r.Header.Get("X-Forwarded-Proto") == "" {
-		r.Header.Set("X-Forwarded-Proto", scheme(ci))
+		spare.Set(r.Header, "X-Forwarded-Proto", scheme(ci))
 	}
 	return direct
 }
@@ -455,6 +463,10 @@ type respWriter struct {
 	takePeer    bool // outbound: read and strip the upstream's
 	peer        *peer
 	wroteHeader bool
+	// spare is what is left of vals for the headers the connection
+	// manager sets on the request and the response.
+	spare httphead.Slab
+	vals  [6]string
 }
 
 func (w *respWriter) WriteHeader(code int) {
@@ -476,8 +488,8 @@ func (w *respWriter) WriteHeader(code int) {
 		hdr.Del(hdrPeerMetadataID)
 	}
 	if w.addPeer {
-		hdr.Set(hdrPeerMetadata, w.h.selfHeader)
-		hdr.Set(hdrPeerMetadataID, w.h.selfID)
+		w.spare.Set(hdr, hdrPeerMetadata, w.h.selfHeader)
+		w.spare.Set(hdr, hdrPeerMetadataID, w.h.selfID)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }

@@ -95,7 +95,7 @@ func newHCMServer(key string, cfg *hcmv3.HttpConnectionManager, tlsTerminated bo
 		handler = h2c.NewHandler(handler, &http2.Server{IdleTimeout: idle})
 	}
 	s.handler = handler
-	s.direct = func(w http.ResponseWriter, r *http.Request, ctx context.Context) { s.cur.Load().serve(w, r, ctx) }
+	s.direct = func(w http.ResponseWriter, r *http.Request, ctx context.Context) { s.cur.Load().serve(w, r, ctx, true) }
 	s.http1 = cfg.GetCodecType() != hcmv3.HttpConnectionManager_HTTP2
 	s.http2 = cfg.GetCodecType() != hcmv3.HttpConnectionManager_HTTP1
 	s.idle = idle

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mizzen-mesh/mizzen/internal/proxy/httphead"
 	"github.com/mizzen-mesh/mizzen/internal/proxy/upstream"
 )
 
@@ -111,11 +112,11 @@ func (x *exchange) forward(v *requestView) {
 	}
 
 	// The request as the upstream sees it.
-	hdr := cloneHeader(x.r.Header, 4)
+	hdr, spare := cloneHeader(x.r.Header, 6)
 	stripHopByHop(hdr)
 	if up != "" {
-		hdr.Set("Connection", "Upgrade")
-		hdr.Set("Upgrade", x.r.Header.Get("Upgrade"))
+		spare.Set(hdr, "Connection", "Upgrade")
+		spare.Set(hdr, "Upgrade", x.r.Header.Get("Upgrade"))
 	}
 	host := x.r.Host
 	if ra.hostHeader != "" {
@@ -137,14 +138,14 @@ func (x *exchange) forward(v *requestView) {
 		path = ra.regexRewrite.apply(path)
 	}
 	if path != v.path {
-		hdr.Set("X-Envoy-Original-Path", x.r.URL.RequestURI())
+		spare.Set(hdr, "X-Envoy-Original-Path", x.r.URL.RequestURI())
 	}
 	if hdr.Get("X-Request-Id") == "" {
-		hdr.Set("X-Request-Id", newRequestID())
+		spare.Set(hdr, "X-Request-Id", newRequestID())
 	}
 	x.info.RequestID = hdr.Get("X-Request-Id")
 	if hdr.Get("X-Forwarded-Proto") == "" {
-		hdr.Set("X-Forwarded-Proto", scheme(x.r))
+		spare.Set(hdr, "X-Forwarded-Proto", scheme(x.r))
 	}
 	x.applyRequestMutations(hdr, &host, wc)
 	if _, ok := hdr["User-Agent"]; !ok {
@@ -237,9 +238,11 @@ func (x *exchange) forward(v *requestView) {
 		// an abandoned attempt may still be reading its headers. Attempts
 		// only Set the headers they change, so the copy is as good as the
 		// original.
-		ahdr := hdr
+		ahdr, aspare := hdr, &spare
 		if attempt > 1 {
-			ahdr = hdr.Clone()
+			var s httphead.Slab
+			ahdr, s = cloneHeader(hdr, 3)
+			aspare = &s
 		}
 		out := &http.Request{
 			Method:        x.r.Method,
@@ -255,12 +258,12 @@ func (x *exchange) forward(v *requestView) {
 		if body != nil {
 			out.Body = body.attempt()
 		}
-		out.Header.Set("X-Envoy-Attempt-Count", strconv.Itoa(attempt))
+		aspare.Set(ahdr, "X-Envoy-Attempt-Count", strconv.Itoa(attempt))
 		if expected := expectedTimeout(timeout, rp); expected > 0 && up == "" {
-			out.Header.Set("X-Envoy-Expected-Rq-Timeout-Ms", strconv.FormatInt(expected.Milliseconds(), 10))
+			aspare.Set(ahdr, "X-Envoy-Expected-Rq-Timeout-Ms", strconv.FormatInt(expected.Milliseconds(), 10))
 		}
 		if up != "" {
-			out.Header.Set("Connection", "Upgrade")
+			aspare.Set(ahdr, "Connection", "Upgrade")
 		}
 		out = out.WithContext(actx)
 		opts.Attempt, opts.PreviousHosts = attempt, prev
@@ -269,7 +272,9 @@ func (x *exchange) forward(v *requestView) {
 		if h != nil {
 			x.info.Host = h
 			x.fc.upstreamAddr = h.Address()
-			prev = append(prev, h)
+			if attempt < maxAttempts {
+				prev = append(prev, h) // for the retries' host predicate
+			}
 		}
 		canRetry := func() bool {
 			if rp == nil || attempt >= maxAttempts || (body != nil && !body.replayable()) || up != "" || !rp.requestAllowed(v) {
@@ -409,13 +414,14 @@ func (x *exchange) forward(v *requestView) {
 }
 
 // cloneHeader copies h like http.Header.Clone, with room for extra more
-// keys: the headers the router adds do not grow the map again.
-func cloneHeader(h http.Header, extra int) http.Header {
+// keys: the headers the router adds do not grow the map again, and their
+// values come from the spare slab returned, allocated with the copy.
+func cloneHeader(h http.Header, extra int) (http.Header, httphead.Slab) {
 	n := 0
 	for _, vv := range h {
 		n += len(vv)
 	}
-	sv := make([]string, n)
+	sv := make([]string, n+extra)
 	out := make(http.Header, len(h)+extra)
 	for k, vv := range h {
 		if vv == nil {
@@ -426,7 +432,7 @@ func cloneHeader(h http.Header, extra int) http.Header {
 		out[k] = sv[:n:n]
 		sv = sv[n:]
 	}
-	return out
+	return out, sv
 }
 
 // expectedTimeout is the time the upstream has to answer one attempt:

@@ -35,6 +35,7 @@ type Host struct {
 	healthy bool
 	socket  *tlsSocket // nil: plaintext
 	state   *hostState
+	address string // Address, once the host is complete (see setAddress)
 }
 
 // hostState is what survives a configuration update.
@@ -54,6 +55,16 @@ type hostState struct {
 
 // Address is the address dialled: "ip:port" or "hostname:port".
 func (h *Host) Address() string {
+	if h.address != "" {
+		return h.address
+	}
+	return h.formatAddress()
+}
+
+// setAddress keeps Address for a host whose address no longer changes.
+func (h *Host) setAddress() { h.address = h.formatAddress() }
+
+func (h *Host) formatAddress() string {
 	if h.Hostname != "" {
 		return joinHostPort(h.Hostname, h.Port)
 	}

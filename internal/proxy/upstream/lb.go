@@ -39,15 +39,20 @@ func (c *Cluster) pick(opts RequestOptions) (*Host, error) {
 	now := c.now()
 	outlier := c.cfg.outlier != nil
 	all := c.allHosts()
-	cands := make([]*Host, 0, len(all))
-	for _, h := range all {
-		if h.healthy && (!outlier || !h.Ejected(now)) {
-			cands = append(cands, h)
+	var cands []*Host
+	if eligible := func(h *Host) bool { return h.healthy && (!outlier || !h.Ejected(now)) }; allOf(all, eligible) {
+		cands = all // the usual case: no copy (the balancers only read it)
+	} else {
+		cands = make([]*Host, 0, len(all))
+		for _, h := range all {
+			if eligible(h) {
+				cands = append(cands, h)
+			}
 		}
 	}
 	// Panic mode: below healthy_panic_threshold, balance over every host.
 	if len(all) > 0 && 100*float64(len(cands))/float64(len(all)) < c.cfg.panicThreshold {
-		cands = append(cands[:0], all...)
+		cands = all
 	} else {
 		cands = c.byPriority(all, cands)
 	}
@@ -134,6 +139,7 @@ func (c *Cluster) originalDst(opts RequestOptions) (*Host, error) {
 	}
 	dst := netip.AddrPortFrom(opts.OriginalDst.Addr().Unmap(), opts.OriginalDst.Port())
 	h := &Host{Addr: dst, Port: dst.Port(), Weight: 1, healthy: true, socket: c.cfg.defaultSocket}
+	h.setAddress()
 	now := c.now()
 	c.state.origMu.Lock()
 	if now.Sub(c.state.origSwept) >= c.cfg.cleanup {
@@ -347,4 +353,13 @@ func newMaglev(hosts []*Host, m int) hashTable {
 
 func (t maglev) lookup(hash uint64) *Host {
 	return t[hash%uint64(len(t))]
+}
+
+func allOf(hs []*Host, ok func(*Host) bool) bool {
+	for _, h := range hs {
+		if !ok(h) {
+			return false
+		}
+	}
+	return true
 }

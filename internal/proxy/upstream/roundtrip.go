@@ -46,16 +46,6 @@ func (c *Cluster) RoundTrip(req *http.Request, opts RequestOptions) (*http.Respo
 		release()
 	}
 
-	out := new(http.Request)
-	*out = *req
-	u := *req.URL
-	u.Scheme = "http" // the pool's dialer adds TLS when configured
-	u.Host = h.Address()
-	out.URL = &u
-	if out.Host == "" {
-		out.Host = h.Address()
-	}
-
 	var rt http.RoundTripper
 	switch {
 	case c.useHTTP2(req):
@@ -64,6 +54,21 @@ func (c *Cluster) RoundTrip(req *http.Request, opts RequestOptions) (*http.Respo
 		rt = h.state.pool.h1conns
 	default:
 		rt = h.state.pool.http1()
+	}
+	out := req
+	if rt != http.RoundTripper(h.state.pool.h1conns) || req.Host == "" {
+		// net/http's transports dial the URL's host: a copy with the
+		// host's address. The HTTP/1.1 pool is the host's already and
+		// writes only the path, Host and headers.
+		out = new(http.Request)
+		*out = *req
+		u := *req.URL
+		u.Scheme = "http" // the pool's dialer adds TLS when configured
+		u.Host = h.Address()
+		out.URL = &u
+		if out.Host == "" {
+			out.Host = h.Address()
+		}
 	}
 	resp, err := rt.RoundTrip(out)
 	if err != nil {
