@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,9 +41,9 @@ var (
 	m        *mesh.Mesh
 	fortio   string
 	settings = struct {
-		qps, conns, payload int
-		duration            time.Duration
-	}{1000, 4, 1024, 30 * time.Second}
+		qps, conns, payload, rounds int
+		duration                    time.Duration
+	}{1000, 4, 1024, 1, 30 * time.Second}
 )
 
 func TestMain(tm *testing.M) {
@@ -53,6 +54,7 @@ func TestMain(tm *testing.M) {
 	settings.qps = envInt("MIZZEN_PERF_QPS", settings.qps)
 	settings.conns = envInt("MIZZEN_PERF_CONNS", settings.conns)
 	settings.payload = envInt("MIZZEN_PERF_PAYLOAD", settings.payload)
+	settings.rounds = envInt("MIZZEN_PERF_ROUNDS", settings.rounds)
 	if d, err := time.ParseDuration(os.Getenv("MIZZEN_PERF_DURATION")); err == nil {
 		settings.duration = d
 	}
@@ -113,11 +115,14 @@ func TestDataplanePerf(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	server, err := m.AddWorkload(ctx, mesh.WorkloadOptions{Namespace: ns, Name: "echo", Labels: map[string]string{"app": "echo"}, Ports: []int32{8080}})
+	// MIZZEN_PERF_PROXY_ENV (space-separated NAME=value) is added to the
+	// sidecars' environment, to compare runtime settings (GOGC, ...).
+	proxyEnv := strings.Fields(os.Getenv("MIZZEN_PERF_PROXY_ENV"))
+	server, err := m.AddWorkload(ctx, mesh.WorkloadOptions{Namespace: ns, Name: "echo", Labels: map[string]string{"app": "echo"}, Ports: []int32{8080}, Env: proxyEnv})
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := m.AddWorkload(ctx, mesh.WorkloadOptions{Namespace: ns, Name: "client", Labels: map[string]string{"app": "client"}})
+	client, err := m.AddWorkload(ctx, mesh.WorkloadOptions{Namespace: ns, Name: "client", Labels: map[string]string{"app": "client"}, Env: proxyEnv})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,16 +137,16 @@ func TestDataplanePerf(t *testing.T) {
 	meshURL := "http://" + net.JoinHostPort(client.OutboundIP, "8080") + "/echo"
 	waitHTTPHost(t, meshURL, host)
 
-	var results []result
-	results = append(results, run(t, dir, "direct", "http://"+echoAddr+"/echo", "", nil))
-	// MIZZEN_PERF_PROFILE=<dir> also records a CPU profile of each proxy.
-	if pd := os.Getenv("MIZZEN_PERF_PROFILE"); pd != "" {
-		for _, w := range []*mesh.Workload{client, server} {
-			go profile(t, w.AdminURL(), filepath.Join(pd, w.Name+".pprof"))
-		}
+	// The paths: direct, then the mesh, then each peer's chain, all set
+	// up first so that every round measures all of them back to back.
+	type path struct {
+		name, url, host string
+		pids            []int
 	}
-	results = append(results, run(t, dir, "mizzen (2 sidecars, mTLS)", meshURL, host, []int{client.Proxy.Pid(), server.Proxy.Pid()}))
-
+	paths := []path{
+		{"direct", "http://" + echoAddr + "/echo", "", nil},
+		{"mizzen (2 sidecars, mTLS)", meshURL, host, []int{client.Proxy.Pid(), server.Proxy.Pid()}},
+	}
 	if err := peerCerts(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -183,9 +188,79 @@ func TestDataplanePerf(t *testing.T) {
 		}
 		url := fmt.Sprintf("http://127.0.0.1:%d/echo", front)
 		waitHTTP(t, url)
-		results = append(results, run(t, dir, peer.name+" (2 hops, mTLS)", url, "", pids))
+		paths = append(paths, path{peer.name + " (2 hops, mTLS)", url, "", pids})
 	}
-	report(t, results)
+
+	// MIZZEN_PERF_PROFILE=<dir> also records a CPU profile of each proxy
+	// during the first round's mesh run.
+	profiled := false
+	var rounds [][]result
+	for round := 1; round <= settings.rounds; round++ {
+		var results []result
+		for _, p := range paths {
+			if pd := os.Getenv("MIZZEN_PERF_PROFILE"); pd != "" && p.pids != nil && !profiled && strings.HasPrefix(p.name, "mizzen") {
+				profiled = true
+				for _, w := range []*mesh.Workload{client, server} {
+					go profile(t, w.AdminURL(), filepath.Join(pd, w.Name+".pprof"))
+				}
+			}
+			results = append(results, run(t, dir, p.name, p.url, p.host, p.pids))
+			if hf := os.Getenv("MIZZEN_PERF_HOLD"); hf != "" && strings.HasPrefix(p.name, "mizzen") && round == 1 {
+				hold(hf, fmt.Sprintf("%d %d %s %s\n", client.Proxy.Pid(), server.Proxy.Pid(), meshURL, host))
+			}
+		}
+		report(t, fmt.Sprintf("round %d of %d", round, settings.rounds), results)
+		rounds = append(rounds, results)
+	}
+	if len(rounds) > 1 {
+		report(t, fmt.Sprintf("median of %d rounds", len(rounds)), medians(rounds))
+	}
+}
+
+// hold writes what a person needs to look at the running sidecars
+// (MIZZEN_PERF_HOLD=<file>: their pids, the mesh URL and Host) and waits
+// until the file is removed.
+func hold(file, what string) {
+	_ = os.WriteFile(file, []byte(what), 0o644)
+	for {
+		if _, err := os.Stat(file); err != nil {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// medians is, per path, the median of every figure over the rounds
+// (errors are summed).
+func medians(rounds [][]result) []result {
+	var out []result
+	for i, first := range rounds[0] {
+		med := func(f func(result) float64) float64 {
+			v := make([]float64, 0, len(rounds))
+			for _, rs := range rounds {
+				v = append(v, f(rs[i]))
+			}
+			sort.Float64s(v)
+			if n := len(v); n%2 == 0 {
+				return (v[n/2-1] + v[n/2]) / 2
+			}
+			return v[len(v)/2]
+		}
+		r := result{name: first.name}
+		r.qps = med(func(r result) float64 { return r.qps })
+		r.p50 = med(func(r result) float64 { return r.p50 })
+		r.p90 = med(func(r result) float64 { return r.p90 })
+		r.p99 = med(func(r result) float64 { return r.p99 })
+		for _, rs := range rounds {
+			r.errors += rs[i].errors
+		}
+		for j := range first.cpu {
+			r.cpu = append(r.cpu, med(func(r result) float64 { return r.cpu[j] }))
+			r.rss = append(r.rss, med(func(r result) float64 { return r.rss[j] }))
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // run drives url with fortio and measures the given processes (and their
@@ -252,10 +327,10 @@ func run(t *testing.T, dir, name, url, host string, pids []int) result {
 	return r
 }
 
-func report(t *testing.T, rs []result) {
+func report(t *testing.T, title string, rs []result) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%d qps, %d connections, %s, %d-byte payload; 2 cores shared by client, proxies and echo server\n",
-		settings.qps, settings.conns, settings.duration, settings.payload)
+	fmt.Fprintf(&b, "\n%s: %d qps, %d connections, %s, %d-byte payload; 2 cores shared by client, proxies and echo server\n",
+		title, settings.qps, settings.conns, settings.duration, settings.payload)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "path\tqps\terrors\tp50 ms\tp90 ms\tp99 ms\tadded p50/p90/p99 ms\tvCPU per proxy per 1000 rps\tRSS per proxy MiB")
 	direct := rs[0]
