@@ -194,8 +194,10 @@ func (sc *h1ServerConn) serveOne() bool {
 	if s.draining.Load() {
 		return false
 	}
+	deadline := false
 	if sc.br.Buffered() == 0 {
 		_ = sc.conn.SetReadDeadline(time.Now().Add(s.idle))
+		deadline = true
 		if _, err := sc.br.Peek(1); err != nil {
 			return false
 		}
@@ -203,7 +205,12 @@ func (sc *h1ServerConn) serveOne() bool {
 	if !sc.state.CompareAndSwap(h1Idle, h1Active) {
 		return false // closed while idle (draining)
 	}
-	_ = sc.conn.SetReadDeadline(time.Now().Add(s.readHeaderTimeout))
+	if !httphead.HeadBuffered(sc.br) {
+		// The rest of the head is read within the header timeout (a
+		// head already buffered needs no read).
+		_ = sc.conn.SetReadDeadline(time.Now().Add(s.readHeaderTimeout))
+		deadline = true
+	}
 	sc.lr.n = h1MaxHeaderBytes + int64(sc.br.Buffered())
 	req, err := sc.heads.ReadRequest(sc.br)
 	sc.lr.n = math.MaxInt64
@@ -211,7 +218,9 @@ func (sc *h1ServerConn) serveOne() bool {
 		sc.badRequest(err)
 		return false
 	}
-	_ = sc.conn.SetReadDeadline(time.Time{})
+	if deadline {
+		_ = sc.conn.SetReadDeadline(time.Time{})
+	}
 	keep := sc.serveRequest(req)
 	if !sc.state.CompareAndSwap(h1Active, h1Idle) {
 		return false
@@ -240,6 +249,10 @@ func (sc *h1ServerConn) badRequest(err error) {
 func (sc *h1ServerConn) serveRequest(req *http.Request) bool {
 	s := sc.s
 	w := &h1Response{sc: sc, req: req, header: make(http.Header, 8)}
+	newBody := func(expect bool) *h1Body {
+		w.bodyStore = h1Body{ReadCloser: req.Body, w: w, expect: expect}
+		return &w.bodyStore
+	}
 	switch {
 	case req.ProtoMajor != 1:
 		sc.reply(http.StatusHTTPVersionNotSupported, "HTTP version not supported")
@@ -257,11 +270,11 @@ func (sc *h1ServerConn) serveRequest(req *http.Request) bool {
 			return false
 		}
 		if req.Body != http.NoBody {
-			w.body = &h1Body{ReadCloser: req.Body, w: w, expect: true}
+			w.body = newBody(true)
 		}
 	}
 	if w.body == nil && req.Body != http.NoBody {
-		w.body = &h1Body{ReadCloser: req.Body, w: w}
+		w.body = newBody(false)
 	}
 	if w.body != nil {
 		req.Body = w.body
@@ -431,7 +444,8 @@ type h1Response struct {
 	sc         *h1ServerConn
 	req        *http.Request
 	header     http.Header
-	body       *h1Body
+	body       *h1Body // nil, or bodyStore
+	bodyStore  h1Body
 	mu         sync.Mutex // writes: the handler and a body reader sending 100 Continue
 	status     int
 	wroteHead  bool // WriteHeader called with a final status
@@ -528,8 +542,7 @@ func (w *h1Response) writeBody(p []byte) error {
 	}
 	bw := w.sc.bw
 	if w.chunked {
-		var num [16]byte
-		bw.Write(strconv.AppendInt(num[:0], int64(len(p)), 16))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(len(p)), 16))
 		bw.WriteString("\r\n")
 		bw.Write(p)
 		_, err := bw.WriteString("\r\n")
@@ -684,8 +697,7 @@ func (w *h1Response) sendContinue() bool {
 
 func writeStatusLine(bw *bufio.Writer, code int) {
 	bw.WriteString("HTTP/1.1 ")
-	var num [8]byte
-	bw.Write(strconv.AppendInt(num[:0], int64(code), 10))
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
 	bw.WriteByte(' ')
 	text := http.StatusText(code)
 	if text == "" {

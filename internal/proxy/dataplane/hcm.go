@@ -3,7 +3,6 @@ package dataplane
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/mizzen-mesh/mizzen/internal/proxy/dataplane/rbac"
 	"github.com/mizzen-mesh/mizzen/internal/proxy/httphead"
+	"github.com/mizzen-mesh/mizzen/internal/proxy/router"
 )
 
 // HTTP filter names of docs/xds.md, in their required order.
@@ -208,7 +208,7 @@ func (h *hcm) serve(w http.ResponseWriter, r *http.Request, ctx context.Context,
 	rw := &respWriter{ResponseWriter: w, h: h}
 	rw.spare = rw.vals[:]
 	if r.Header.Get("X-Request-Id") == "" {
-		rw.spare.Set(r.Header, "X-Request-Id", newRequestID())
+		rw.spare.Set(r.Header, "X-Request-Id", router.NewRequestID())
 	}
 	remote := h.forwarding(r, ci, &rw.spare)
 	h.clientCert(r, ci)
@@ -228,7 +228,8 @@ func (h *hcm) serve(w http.ResponseWriter, r *http.Request, ctx context.Context,
 	} else {
 		r = r.WithContext(ctx)
 	}
-	body := &countingBody{ReadCloser: r.Body}
+	rw.body = countingBody{ReadCloser: r.Body}
+	body := &rw.body
 	r.Body = body
 
 	// Peer metadata exchange.
@@ -443,15 +444,6 @@ func (h *hcm) authorize(w http.ResponseWriter, r *http.Request, ci *connInfo, re
 	return true
 }
 
-func newRequestID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	s := hex.EncodeToString(b[:])
-	return s[0:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:32]
-}
-
 // respWriter records the status and size and does the response side of
 // peer metadata exchange.
 type respWriter struct {
@@ -467,6 +459,7 @@ type respWriter struct {
 	// manager sets on the request and the response.
 	spare httphead.Slab
 	vals  [6]string
+	body  countingBody // the request body, counted
 }
 
 func (w *respWriter) WriteHeader(code int) {

@@ -68,6 +68,9 @@ func (r *Reader) ReadResponse(br *bufio.Reader, req *http.Request) (*http.Respon
 
 var crlfcrlf = []byte("\r\n\r\n")
 
+// HeadBuffered reports whether br's buffer holds a whole message head.
+func HeadBuffered(br *bufio.Reader) bool { return bufferedHead(br) != nil }
+
 // bufferedHead is the head at the start of br's buffer, through its blank
 // line; nil when the buffer does not hold all of it.
 func bufferedHead(br *bufio.Reader) []byte {

@@ -141,7 +141,7 @@ func (x *exchange) forward(v *requestView) {
 		spare.Set(hdr, "X-Envoy-Original-Path", x.r.URL.RequestURI())
 	}
 	if hdr.Get("X-Request-Id") == "" {
-		spare.Set(hdr, "X-Request-Id", newRequestID())
+		spare.Set(hdr, "X-Request-Id", NewRequestID())
 	}
 	x.info.RequestID = hdr.Get("X-Request-Id")
 	if hdr.Get("X-Forwarded-Proto") == "" {
@@ -174,7 +174,7 @@ func (x *exchange) forward(v *requestView) {
 	}
 	ctx, cancel := context.WithCancel(x.r.Context())
 	defer cancel()
-	var timedOut, streamEnded atomic.Bool
+	timedOut, streamEnded := &x.timedOut, &x.streamEnded
 	var routeTimer *time.Timer
 	if timeout > 0 {
 		routeTimer = time.AfterFunc(timeout, func() { timedOut.Store(true); cancel() })
@@ -226,9 +226,10 @@ func (x *exchange) forward(v *requestView) {
 		// had its response body closed, which ends it.
 		actx := ctx
 		attemptCancel = func() {}
-		perTryFired = new(atomic.Bool)
-		fired := perTryFired
+		perTryFired = &neverFired
 		if rp != nil && rp.perTry > 0 && up == "" {
+			fired := new(atomic.Bool)
+			perTryFired = fired
 			var acancel context.CancelFunc
 			actx, acancel = context.WithCancel(ctx)
 			t := time.AfterFunc(rp.perTry, func() { fired.Store(true); acancel() })
@@ -413,6 +414,9 @@ func (x *exchange) forward(v *requestView) {
 	}
 }
 
+// neverFired is the per-try timeout flag of attempts without one.
+var neverFired atomic.Bool
+
 // cloneHeader copies h like http.Header.Clone, with room for extra more
 // keys: the headers the router adds do not grow the map again, and their
 // values come from the spare slab returned, allocated with the copy.
@@ -537,10 +541,13 @@ func (x *exchange) hashKey(ra *routeAction, v *requestView) (uint64, bool) {
 			if ck, err := x.r.Cookie(p.name); err == nil {
 				val, ok = ck.Value, true
 			} else if p.ttl != nil {
-				val, ok = newRequestID()[:16], true
+				val, ok = NewRequestID()[:16], true
 				ck := &http.Cookie{Name: p.name, Value: val, Path: p.path, HttpOnly: true}
 				if *p.ttl > 0 {
 					ck.MaxAge = int(p.ttl.Seconds())
+				}
+				if x.extra == nil {
+					x.extra = http.Header{}
 				}
 				x.extra.Add("Set-Cookie", ck.String())
 			}

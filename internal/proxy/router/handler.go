@@ -2,7 +2,7 @@ package router
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"log/slog"
 	mrand "math/rand/v2"
@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mizzen-mesh/mizzen/internal/proxy/upstream"
@@ -126,9 +127,12 @@ type exchange struct {
 	vh    *virtualHost
 	rt    *route
 	cors  *corsPolicy // active CORS policy for an allowed origin
-	// extra response headers (CORS, hash cookie)
+	// extra response headers (CORS, hash cookie); nil until one is set
 	extra http.Header
-	fc    fmtContext
+	// timedOut and streamEnded: the route timeout or max_stream_duration
+	// ended the exchange.
+	timedOut, streamEnded atomic.Bool
+	fc                    fmtContext
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -138,7 +142,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, info = WithRequestInfo(r.Context())
 		r = r.WithContext(ctx)
 	}
-	x := &exchange{h: h, w: w, r: r, info: info, extra: http.Header{}}
+	x := &exchange{h: h, w: w, r: r, info: info}
 	x.fc = fmtContext{r: r}
 	x.serve()
 }
@@ -344,6 +348,9 @@ func (x *exchange) handleCORS(c *corsPolicy) bool {
 		return true
 	}
 	if allowed {
+		if x.extra == nil {
+			x.extra = http.Header{}
+		}
 		x.extra.Set("Access-Control-Allow-Origin", origin)
 		if c.credentials {
 			x.extra.Set("Access-Control-Allow-Credentials", "true")
@@ -459,10 +466,14 @@ func (x *exchange) redirect(ra *redirectAction, v *requestView) {
 	x.writeHeader(ra.code)
 }
 
-// newRequestID is a random UUID (version 4).
-func newRequestID() string {
+// NewRequestID is a random UUID (version 4) for x-request-id. Like
+// Envoy's, it comes from a fast generator (the runtime's ChaCha8, seeded
+// by the system), not from the system's random source per request: it
+// names a request, it protects nothing.
+func NewRequestID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:])
+	binary.LittleEndian.PutUint64(b[:8], mrand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], mrand.Uint64())
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	var out [36]byte

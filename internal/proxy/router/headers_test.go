@@ -99,7 +99,7 @@ func TestSmallHelpers(t *testing.T) {
 			t.Errorf("grpcStatusFor(%d) = %d, want %d", code, got, want)
 		}
 	}
-	id := newRequestID()
+	id := NewRequestID()
 	if len(id) != 36 || id[14] != '4' || strings.Count(id, "-") != 4 {
 		t.Errorf("request id %q is not a UUIDv4", id)
 	}

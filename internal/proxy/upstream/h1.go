@@ -382,8 +382,7 @@ func writeRequestHead(bw *bufio.Writer, req *http.Request, cl int64, hasBody, cl
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	case cl > 0 || req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch:
 		bw.WriteString("Content-Length: ")
-		var num [20]byte
-		bw.Write(strconv.AppendInt(num[:0], max(cl, 0), 10))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), max(cl, 0), 10))
 		bw.WriteString("\r\n")
 	}
 	if closeAfter {

@@ -35,7 +35,10 @@ type Host struct {
 	healthy bool
 	socket  *tlsSocket // nil: plaintext
 	state   *hostState
-	address string // Address, once the host is complete (see setAddress)
+	// address and workload are Address and workloadParts, kept once the
+	// host is complete (see setAddress).
+	address  string
+	workload *[5]string
 }
 
 // hostState is what survives a configuration update.
@@ -61,8 +64,14 @@ func (h *Host) Address() string {
 	return h.formatAddress()
 }
 
-// setAddress keeps Address for a host whose address no longer changes.
-func (h *Host) setAddress() { h.address = h.formatAddress() }
+// setAddress keeps Address and the workload metadata for a host whose
+// address and metadata no longer change.
+func (h *Host) setAddress() {
+	h.address = h.formatAddress()
+	h.workload = nil
+	w := h.parseWorkload()
+	h.workload = &w
+}
 
 func (h *Host) formatAddress() string {
 	if h.Hostname != "" {
@@ -101,10 +110,17 @@ func (h *Host) Workload() (name, namespace, canonical, revision string) {
 func (h *Host) WorkloadCluster() string { return h.workloadParts()[4] }
 
 func (h *Host) workloadParts() [5]string {
-	var out [5]string
 	if h == nil {
-		return out
+		return [5]string{}
 	}
+	if h.workload != nil {
+		return *h.workload
+	}
+	return h.parseWorkload()
+}
+
+func (h *Host) parseWorkload() [5]string {
+	var out [5]string
 	s, _ := h.Metadata["istio"]["workload"].(string)
 	for i, p := range strings.SplitN(s, ";", 5) {
 		out[i] = p

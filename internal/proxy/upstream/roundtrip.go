@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/http2"
 )
@@ -36,15 +37,13 @@ func (c *Cluster) RoundTrip(req *http.Request, opts RequestOptions) (*http.Respo
 	if err != nil {
 		return nil, nil, err
 	}
-	release, err := c.admit(req)
-	if err != nil {
+	if err := c.admit(req); err != nil {
 		return nil, h, err
 	}
 	h.state.active.Add(1)
-	done := func() {
-		h.state.active.Add(-1)
-		release()
-	}
+	// The request is active (max_requests, least request) until its
+	// response body ends; body.end is the one place that says so.
+	body := &activeBody{c: c, h: h}
 
 	var rt http.RoundTripper
 	switch {
@@ -72,11 +71,12 @@ func (c *Cluster) RoundTrip(req *http.Request, opts RequestOptions) (*http.Respo
 	}
 	resp, err := rt.RoundTrip(out)
 	if err != nil {
-		done()
+		body.end()
 		return nil, h, c.classify(req.Context(), h, err)
 	}
 	c.record(h, outcomeOf(resp.StatusCode))
-	resp.Body = &activeBody{ReadCloser: resp.Body, done: done}
+	body.ReadCloser = resp.Body
+	resp.Body = body
 	return resp, h, nil
 }
 
@@ -103,7 +103,9 @@ func isUpgrade(req *http.Request) bool {
 
 // admit applies max_requests and, for HTTP/1.1, max_pending_requests
 // (requests beyond max_connections wait for a connection).
-func (c *Cluster) admit(req *http.Request) (func(), error) {
+// A nil error counts the request in the cluster's active requests until
+// its activeBody ends.
+func (c *Cluster) admit(req *http.Request) error {
 	n := c.state.active.Add(1)
 	over := n > c.cfg.maxRequests
 	if !c.useHTTP2(req) && n > c.cfg.maxConnections+c.cfg.maxPending {
@@ -111,10 +113,9 @@ func (c *Cluster) admit(req *http.Request) (func(), error) {
 	}
 	if over {
 		c.state.active.Add(-1)
-		return nil, ErrOverflow
+		return ErrOverflow
 	}
-	var once sync.Once
-	return func() { once.Do(func() { c.state.active.Add(-1) }) }, nil
+	return nil
 }
 
 // classify turns a transport error into the package's errors and feeds
@@ -143,21 +144,30 @@ func (c *Cluster) classify(ctx context.Context, h *Host, err error) error {
 // read to the end.
 type activeBody struct {
 	io.ReadCloser
-	done func()
-	once sync.Once
+	c     *Cluster
+	h     *Host
+	ended atomic.Bool
+}
+
+// end takes the request out of the active counts, once.
+func (b *activeBody) end() {
+	if b.ended.CompareAndSwap(false, true) {
+		b.h.state.active.Add(-1)
+		b.c.state.active.Add(-1)
+	}
 }
 
 func (b *activeBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err != nil {
-		b.once.Do(b.done)
+		b.end()
 	}
 	return n, err
 }
 
 func (b *activeBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.once.Do(b.done)
+	b.end()
 	return err
 }
 
