@@ -207,7 +207,7 @@ func (h *hcm) serve(w http.ResponseWriter, r *http.Request, ctx context.Context,
 	}
 	rw := &respWriter{ResponseWriter: w, h: h}
 	rw.spare = rw.vals[:]
-	if r.Header.Get("X-Request-Id") == "" {
+	if httphead.Get(r.Header, "X-Request-Id") == "" {
 		rw.spare.Set(r.Header, "X-Request-Id", router.NewRequestID())
 	}
 	remote := h.forwarding(r, ci, &rw.spare)
@@ -276,11 +276,11 @@ func (h *hcm) serve(w http.ResponseWriter, r *http.Request, ctx context.Context,
 
 func (h *hcm) record(r *http.Request, rw *respWriter, ci *connInfo, ri RequestInfo, srcPeer, dstPeer *peer, bytesIn int64, dur time.Duration) {
 	l := statLabels{code: strconv.Itoa(rw.code), flags: ri.ResponseFlags, protocol: "http", service: ri.Cluster}
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+	if strings.HasPrefix(httphead.Get(r.Header, "Content-Type"), "application/grpc") {
 		l.protocol = "grpc"
 		// grpc-status comes as a trailer (declared, or with the
 		// net/http trailer prefix) or, for errors, as a header.
-		l.grpcStatus = rw.Header().Get("Grpc-Status")
+		l.grpcStatus = httphead.Get(rw.Header(), "Grpc-Status")
 		if l.grpcStatus == "" {
 			l.grpcStatus = rw.Header().Get(http.TrailerPrefix + "Grpc-Status")
 		}
@@ -361,7 +361,7 @@ func (h *hcm) forwarding(r *http.Request, ci *connInfo, spare *httphead.Slab) ne
 			return ip
 		}
 	}
-	if r.Header.Get("X-Forwarded-Proto") == "" {
+	if httphead.Get(r.Header, "X-Forwarded-Proto") == "" {
 		spare.Set(r.Header, "X-Forwarded-Proto", scheme(ci))
 	}
 	return direct

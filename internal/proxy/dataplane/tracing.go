@@ -20,6 +20,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/mizzen-mesh/mizzen/internal/proxy/httphead"
 )
 
 const (
@@ -155,7 +157,7 @@ func (t *tracer) start(ctx context.Context, r *http.Request) (context.Context, *
 			attribute.String("http.method", r.Method),
 			attribute.String("http.url", r.URL.String()),
 			attribute.String("http.protocol", r.Proto),
-			attribute.String("guid:x-request-id", r.Header.Get("X-Request-Id")),
+			attribute.String("guid:x-request-id", httphead.Get(r.Header, "X-Request-Id")),
 		))
 	// The upstream continues this span's trace.
 	t.prop.Inject(ctx, propagation.HeaderCarrier(r.Header))

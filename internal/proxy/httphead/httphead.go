@@ -463,3 +463,12 @@ func (s *Slab) Set(h http.Header, name, value string) {
 	vv[0] = value
 	h[name] = vv
 }
+
+// Get is http.Header.Get for a name already in canonical form: no
+// canonicalization on the way.
+func Get(h http.Header, name string) string {
+	if v := h[name]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}

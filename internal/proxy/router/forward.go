@@ -66,7 +66,7 @@ func upgradeType(r *http.Request) string {
 	for _, c := range r.Header.Values("Connection") {
 		for _, p := range strings.Split(c, ",") {
 			if strings.EqualFold(strings.TrimSpace(p), "upgrade") {
-				return strings.ToLower(r.Header.Get("Upgrade"))
+				return strings.ToLower(httphead.Get(r.Header, "Upgrade"))
 			}
 		}
 	}
@@ -116,7 +116,7 @@ func (x *exchange) forward(v *requestView) {
 	stripHopByHop(hdr)
 	if up != "" {
 		spare.Set(hdr, "Connection", "Upgrade")
-		spare.Set(hdr, "Upgrade", x.r.Header.Get("Upgrade"))
+		spare.Set(hdr, "Upgrade", httphead.Get(x.r.Header, "Upgrade"))
 	}
 	host := x.r.Host
 	if ra.hostHeader != "" {
@@ -165,7 +165,7 @@ func (x *exchange) forward(v *requestView) {
 	// grpc_timeout_header_max) bounds the whole exchange.
 	timeout := ra.timeout
 	if ra.grpcHeaderMax != nil {
-		if d, ok := parseGRPCTimeout(x.r.Header.Get("Grpc-Timeout")); ok {
+		if d, ok := parseGRPCTimeout(httphead.Get(x.r.Header, "Grpc-Timeout")); ok {
 			timeout = d
 			if *ra.grpcHeaderMax > 0 && d > *ra.grpcHeaderMax {
 				timeout = *ra.grpcHeaderMax

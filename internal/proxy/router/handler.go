@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mizzen-mesh/mizzen/internal/proxy/httphead"
 	"github.com/mizzen-mesh/mizzen/internal/proxy/upstream"
 )
 
@@ -313,12 +314,12 @@ func (x *exchange) applyRequestMutations(hdr http.Header, host *string, wc *weig
 // handleCORS answers preflights and prepares the response headers of
 // allowed cross-origin requests. It reports whether it answered.
 func (x *exchange) handleCORS(c *corsPolicy) bool {
-	origin := x.r.Header.Get("Origin")
+	origin := httphead.Get(x.r.Header, "Origin")
 	if origin == "" || !x.h.chance(c.enabledNum, c.enabledDen) {
 		return false
 	}
 	allowed := c.allowed(origin)
-	preflight := x.r.Method == http.MethodOptions && x.r.Header.Get("Access-Control-Request-Method") != ""
+	preflight := x.r.Method == http.MethodOptions && httphead.Get(x.r.Header, "Access-Control-Request-Method") != ""
 	if preflight {
 		if !allowed {
 			if c.forwardNoMat {
@@ -341,7 +342,7 @@ func (x *exchange) handleCORS(c *corsPolicy) bool {
 		if c.maxAge != "" {
 			hdr.Set("Access-Control-Max-Age", c.maxAge)
 		}
-		if c.privateNet && x.r.Header.Get("Access-Control-Request-Private-Network") == "true" {
+		if c.privateNet && httphead.Get(x.r.Header, "Access-Control-Request-Private-Network") == "true" {
 			hdr.Set("Access-Control-Allow-Private-Network", "true")
 		}
 		x.localReply(http.StatusOK, "", nil)

@@ -10,6 +10,8 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/mizzen-mesh/mizzen/internal/proxy/httphead"
 )
 
 // stringMatcher is a compiled envoy.type.matcher.v3.StringMatcher.
@@ -370,7 +372,7 @@ func (m *routeMatch) match(v *requestView) bool {
 }
 
 func isGRPC(r *http.Request) bool {
-	ct := r.Header.Get("Content-Type")
+	ct := httphead.Get(r.Header, "Content-Type")
 	return strings.HasPrefix(ct, "application/grpc")
 }
 

@@ -13,6 +13,8 @@ import (
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/mizzen-mesh/mizzen/internal/proxy/httphead"
 )
 
 // Filter names of typed_per_filter_config this router implements.
@@ -158,10 +160,10 @@ func (rp *retryPolicy) requestAllowed(v *requestView) bool {
 
 // retryResponse reports whether a response is retried under the policy.
 func (rp *retryPolicy) retryResponse(resp *http.Response) bool {
-	if rp.retryStatus(resp.StatusCode, resp.Header.Get("Grpc-Status")) {
+	if rp.retryStatus(resp.StatusCode, httphead.Get(resp.Header, "Grpc-Status")) {
 		return true
 	}
-	if rp.on&retryRateLimited != 0 && resp.Header.Get("X-Envoy-Ratelimited") != "" {
+	if rp.on&retryRateLimited != 0 && httphead.Get(resp.Header, "X-Envoy-Ratelimited") != "" {
 		return true
 	}
 	if rp.on&retryHeaders != 0 {

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/net/http2"
+
+	"github.com/mizzen-mesh/mizzen/internal/proxy/httphead"
 )
 
 // RequestOptions steer one host choice.
@@ -98,7 +100,7 @@ func (c *Cluster) useHTTP2(req *http.Request) bool {
 func (p *h1Pool) RoundTrip(req *http.Request) (*http.Response, error) { return p.roundTrip(req) }
 
 func isUpgrade(req *http.Request) bool {
-	return req.Header.Get("Upgrade") != ""
+	return httphead.Get(req.Header, "Upgrade") != ""
 }
 
 // admit applies max_requests and, for HTTP/1.1, max_pending_requests
