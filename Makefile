@@ -61,6 +61,12 @@ bench-pilot: setup ## Control plane at scale: 1000 services, 2000 xDS clients in
 bench-dataplane: setup ## Data plane: fortio through 2 Mizzen sidecars (mTLS) vs the same chain in nginx and haproxy, vs direct.
 	BIN=$$(hack/setup-bench.sh | tail -1) && MIZZEN_PERF=1 MIZZEN_BENCH_BIN=$$BIN go test -count=1 -v -timeout 30m -run DataplanePerf ./test/perf/
 
+.PHONY: pgo-proxy
+pgo-proxy: setup ## Refresh cmd/proxy/default.pgo (profile-guided optimization) from both sidecars' CPU profiles under the data-plane benchmark.
+	D=$$(mktemp -d) && BIN=$$(hack/setup-bench.sh | tail -1) && \
+	MIZZEN_PERF=1 MIZZEN_BENCH_BIN=$$BIN MIZZEN_PERF_DURATION=40s MIZZEN_PERF_PROFILE=$$D go test -count=1 -timeout 30m -run DataplanePerf ./test/perf/ && \
+	go tool pprof -proto $$D/client.pprof $$D/echo.pprof > cmd/proxy/default.pgo && rm -rf $$D
+
 .PHONY: docker-build
 docker-build: ## Build the one image holding every binary (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
