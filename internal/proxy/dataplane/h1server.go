@@ -248,7 +248,7 @@ func (sc *h1ServerConn) badRequest(err error) {
 // connection can carry another request.
 func (sc *h1ServerConn) serveRequest(req *http.Request) bool {
 	s := sc.s
-	w := &h1Response{sc: sc, req: req, header: make(http.Header, 8)}
+	w := &h1Response{sc: sc, req: req}
 	newBody := func(expect bool) *h1Body {
 		w.bodyStore = h1Body{ReadCloser: req.Body, w: w, expect: expect}
 		return &w.bodyStore
@@ -463,7 +463,26 @@ type h1Response struct {
 	sentContinue bool
 }
 
-func (w *h1Response) Header() http.Header { return w.header }
+// Header is made on first use: a response forwarded by the router
+// usually adopts the upstream's map instead (AdoptHeader).
+func (w *h1Response) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header, 8)
+	}
+	return w.header
+}
+
+// AdoptHeader makes h the response's header map while no header has been
+// set or written (router.HeaderAdopter).
+func (w *h1Response) AdoptHeader(h http.Header) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.wroteHead || w.committed || w.hijacked || len(w.header) != 0 || h == nil {
+		return false
+	}
+	w.header = h
+	return true
+}
 
 func (w *h1Response) WriteHeader(code int) {
 	w.mu.Lock()
@@ -568,7 +587,7 @@ func (w *h1Response) commit(final bool) {
 			}
 		}
 	}
-	h := w.header
+	h := w.Header()
 	delete(h, "Transfer-Encoding")
 	switch {
 	case w.noBody:

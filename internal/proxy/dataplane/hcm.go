@@ -239,8 +239,8 @@ func (h *hcm) serve(w http.ResponseWriter, r *http.Request, ctx context.Context,
 		if v := r.Header.Get(hdrPeerMetadata); v != "" {
 			srcPeer, _ = decodePeer(v)
 		}
-		r.Header.Del(hdrPeerMetadata)
-		r.Header.Del(hdrPeerMetadataID)
+		delete(r.Header, hdrPeerMetadata)
+		delete(r.Header, hdrPeerMetadataID)
 		rw.addPeer = true
 	} else if h.stats != nil {
 		rw.spare.Set(r.Header, hdrPeerMetadata, h.selfHeader)
@@ -381,12 +381,12 @@ func (h *hcm) clientCert(r *http.Request, ci *connInfo) {
 	case hcmv3.HttpConnectionManager_FORWARD_ONLY, hcmv3.HttpConnectionManager_ALWAYS_FORWARD_ONLY:
 		return
 	case hcmv3.HttpConnectionManager_SANITIZE:
-		r.Header.Del(hdr)
+		delete(r.Header, hdr)
 		return
 	}
 	if ci.tls == nil || len(ci.tls.PeerCertificates) == 0 {
 		if h.xfcc == hcmv3.HttpConnectionManager_SANITIZE_SET {
-			r.Header.Del(hdr)
+			delete(r.Header, hdr)
 		}
 		return
 	}
@@ -477,8 +477,8 @@ func (w *respWriter) WriteHeader(code int) {
 		if v := hdr.Get(hdrPeerMetadata); v != "" {
 			w.peer, _ = decodePeer(v)
 		}
-		hdr.Del(hdrPeerMetadata)
-		hdr.Del(hdrPeerMetadataID)
+		delete(hdr, hdrPeerMetadata)
+		delete(hdr, hdrPeerMetadataID)
 	}
 	if w.addPeer {
 		w.spare.Set(hdr, hdrPeerMetadata, w.h.selfHeader)
@@ -511,6 +511,12 @@ func (w *respWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// AdoptHeader passes the router's request on (router.HeaderAdopter).
+func (w *respWriter) AdoptHeader(h http.Header) bool {
+	a, ok := w.ResponseWriter.(router.HeaderAdopter)
+	return ok && !w.wroteHeader && a.AdoptHeader(h)
+}
 
 type countingBody struct {
 	ReadCloser interface {

@@ -28,10 +28,11 @@ const (
 )
 
 // hopHeaders are connection-specific and never forwarded.
+// hopHeaders are canonical, so they are deleted without canonicalizing.
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "Trailer", "Http2-Settings"}
 
 func stripHopByHop(h http.Header) {
-	for _, f := range h.Values("Connection") {
+	for _, f := range h["Connection"] {
 		for _, name := range strings.Split(f, ",") {
 			if name = strings.TrimSpace(name); name != "" {
 				h.Del(name)
@@ -39,10 +40,10 @@ func stripHopByHop(h http.Header) {
 		}
 	}
 	for _, name := range hopHeaders {
-		h.Del(name)
+		delete(h, name)
 	}
 	// TE: only "trailers" may cross (gRPC needs it).
-	if te := h.Values("Te"); len(te) > 0 {
+	if te := h["Te"]; len(te) > 0 {
 		keep := false
 		for _, v := range te {
 			for _, p := range strings.Split(v, ",") {
@@ -51,7 +52,7 @@ func stripHopByHop(h http.Header) {
 				}
 			}
 		}
-		h.Del("Te")
+		delete(h, "Te")
 		if keep {
 			h.Set("Te", "trailers")
 		}
@@ -372,9 +373,14 @@ func (x *exchange) forward(v *requestView) {
 		x.upgrade(resp, wc)
 		return
 	}
-	out := x.w.Header()
-	for k, vv := range resp.Header {
-		out[k] = vv
+	var out http.Header
+	if a, ok := x.w.(HeaderAdopter); ok && a.AdoptHeader(resp.Header) {
+		out = resp.Header // the upstream's map becomes the response's
+	} else {
+		out = x.w.Header()
+		for k, vv := range resp.Header {
+			out[k] = vv
+		}
 	}
 	stripHopByHop(out)
 	if _, ok := resp.Header["Date"]; !ok {
@@ -412,6 +418,13 @@ func (x *exchange) forward(v *requestView) {
 	for k, vv := range resp.Trailer {
 		x.w.Header()[http.TrailerPrefix+k] = vv
 	}
+}
+
+// HeaderAdopter is a ResponseWriter that can take a header map as its
+// own (the upstream response's), instead of a copy into Header(); false
+// when it cannot (headers already written or set).
+type HeaderAdopter interface {
+	AdoptHeader(h http.Header) bool
 }
 
 // neverFired is the per-try timeout flag of attempts without one.
