@@ -269,7 +269,10 @@ func run(t *testing.T, dir, name, url, host string, pids []int) result {
 	t.Helper()
 	out := filepath.Join(dir, strings.Fields(name)[0]+".json")
 	args := []string{"load", "-qps", strconv.Itoa(settings.qps), "-c", strconv.Itoa(settings.conns),
-		"-t", settings.duration.String(), "-payload-size", strconv.Itoa(settings.payload), "-json", out, "-quiet"}
+		"-t", settings.duration.String(), "-payload-size", strconv.Itoa(settings.payload), "-json", out, "-quiet",
+		// 100 µs histogram buckets: fortio's default (1 ms) interpolates
+		// the percentiles of sub-millisecond latencies within one bucket.
+		"-r", "0.0001"}
 	if host != "" {
 		args = append(args, "-H", "Host: "+host)
 	}
