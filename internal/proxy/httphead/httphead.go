@@ -298,19 +298,9 @@ func parseLength(v string) (int64, bool) {
 func (r *Reader) name(b []byte) string {
 	var buf [64]byte
 	if len(b) > len(buf) {
-		return canonical(b, make([]byte, len(b)))
+		return string(canonical(b, make([]byte, len(b))))
 	}
-	c := buf[:len(b)]
-	upper := true
-	for i, ch := range b {
-		if upper && 'a' <= ch && ch <= 'z' {
-			ch -= 'a' - 'A'
-		} else if !upper && 'A' <= ch && ch <= 'Z' {
-			ch += 'a' - 'A'
-		}
-		c[i] = ch
-		upper = ch == '-'
-	}
+	c := canonical(b, buf[:len(b)])
 	if v, ok := wellKnown[string(c)]; ok {
 		return v
 	}
@@ -327,7 +317,9 @@ func (r *Reader) name(b []byte) string {
 	return v
 }
 
-func canonical(b, out []byte) string {
+// canonical writes b into out (as long) in canonical form: upper case at
+// the start and after each dash, lower case elsewhere.
+func canonical(b, out []byte) []byte {
 	upper := true
 	for i, ch := range b {
 		if upper && 'a' <= ch && ch <= 'z' {
@@ -338,7 +330,7 @@ func canonical(b, out []byte) string {
 		out[i] = ch
 		upper = ch == '-'
 	}
-	return string(out)
+	return out
 }
 
 func hasCloseToken(h http.Header) bool {
