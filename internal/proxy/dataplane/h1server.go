@@ -205,18 +205,20 @@ func (sc *h1ServerConn) serveOne() bool {
 	if !sc.state.CompareAndSwap(h1Idle, h1Active) {
 		return false // closed while idle (draining)
 	}
-	if !httphead.HeadBuffered(sc.br) {
-		// The rest of the head is read within the header timeout (a
-		// head already buffered needs no read).
+	// A head already buffered needs no read; otherwise the rest of it is
+	// read within the header timeout, by net/http.
+	req, buffered := sc.heads.BufferedRequest(sc.br)
+	if !buffered {
 		_ = sc.conn.SetReadDeadline(time.Now().Add(s.readHeaderTimeout))
 		deadline = true
-	}
-	sc.lr.n = h1MaxHeaderBytes + int64(sc.br.Buffered())
-	req, err := sc.heads.ReadRequest(sc.br)
-	sc.lr.n = math.MaxInt64
-	if err != nil {
-		sc.badRequest(err)
-		return false
+		sc.lr.n = h1MaxHeaderBytes + int64(sc.br.Buffered())
+		var err error
+		req, err = http.ReadRequest(sc.br)
+		sc.lr.n = math.MaxInt64
+		if err != nil {
+			sc.badRequest(err)
+			return false
+		}
 	}
 	if deadline {
 		_ = sc.conn.SetReadDeadline(time.Time{})

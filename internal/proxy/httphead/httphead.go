@@ -40,16 +40,29 @@ const maxFields = 128
 
 // ReadRequest reads a request head from br, like http.ReadRequest.
 func (r *Reader) ReadRequest(br *bufio.Reader) (*http.Request, error) {
-	if h := bufferedHead(br); h != nil {
-		if req, ok := r.parseRequest(h); ok {
-			_, _ = br.Discard(len(h))
-			if req.ContentLength > 0 {
-				req.Body = &body{br: br, n: req.ContentLength}
-			}
-			return req, nil
-		}
+	if req, ok := r.BufferedRequest(br); ok {
+		return req, nil
 	}
 	return http.ReadRequest(br)
+}
+
+// BufferedRequest reads a request whose head is already in br's buffer
+// and takes the fast path, without reading from the connection; false
+// leaves br as it was, for http.ReadRequest.
+func (r *Reader) BufferedRequest(br *bufio.Reader) (*http.Request, bool) {
+	h := bufferedHead(br)
+	if h == nil {
+		return nil, false
+	}
+	req, ok := r.parseRequest(h)
+	if !ok {
+		return nil, false
+	}
+	_, _ = br.Discard(len(h))
+	if req.ContentLength > 0 {
+		req.Body = &body{br: br, n: req.ContentLength}
+	}
+	return req, true
 }
 
 // ReadResponse reads a response head from br, like http.ReadResponse.
@@ -67,9 +80,6 @@ func (r *Reader) ReadResponse(br *bufio.Reader, req *http.Request) (*http.Respon
 }
 
 var crlfcrlf = []byte("\r\n\r\n")
-
-// HeadBuffered reports whether br's buffer holds a whole message head.
-func HeadBuffered(br *bufio.Reader) bool { return bufferedHead(br) != nil }
 
 // bufferedHead is the head at the start of br's buffer, through its blank
 // line; nil when the buffer does not hold all of it.

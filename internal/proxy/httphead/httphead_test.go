@@ -247,8 +247,8 @@ func TestHeadSplitAcrossReads(t *testing.T) {
 	r := io.MultiReader(strings.NewReader("GET /x HTTP/1.1\r\nHo"), strings.NewReader("st: a\r\n\r\n"))
 	br := bufio.NewReader(r)
 	br.Peek(1)
-	if bufferedHead(br) != nil {
-		t.Fatal("a partial head was taken")
+	if _, ok := (&Reader{}).BufferedRequest(br); ok || br.Buffered() != len("GET /x HTTP/1.1\r\nHo") {
+		t.Fatalf("a partial head was taken (%d bytes left buffered)", br.Buffered())
 	}
 	req, err := (&Reader{}).ReadRequest(br)
 	if err != nil || req.Host != "a" || req.URL.Path != "/x" {

@@ -175,14 +175,13 @@ func (x *exchange) forward(v *requestView) {
 	}
 	ctx, cancel := context.WithCancel(x.r.Context())
 	defer cancel()
-	timedOut, streamEnded := &x.timedOut, &x.streamEnded
 	var routeTimer *time.Timer
 	if timeout > 0 {
-		routeTimer = time.AfterFunc(timeout, func() { timedOut.Store(true); cancel() })
+		routeTimer = time.AfterFunc(timeout, func() { x.timedOut.Store(true); cancel() })
 		defer routeTimer.Stop()
 	}
 	if ra.maxStream > 0 {
-		t := time.AfterFunc(ra.maxStream, func() { streamEnded.Store(true); cancel() })
+		t := time.AfterFunc(ra.maxStream, func() { x.streamEnded.Store(true); cancel() })
 		defer t.Stop()
 	}
 
@@ -302,11 +301,11 @@ func (x *exchange) forward(v *requestView) {
 				x.info.addFlag(FlagUpstreamOverflow)
 				x.localReply(http.StatusServiceUnavailable, bodyOverflow, http.Header{"X-Envoy-Overloaded": {"true"}})
 				return
-			case timedOut.Load():
+			case x.timedOut.Load():
 				x.info.addFlag(FlagUpstreamTimeout)
 				x.localReply(http.StatusGatewayTimeout, bodyTimeout, nil)
 				return
-			case streamEnded.Load():
+			case x.streamEnded.Load():
 				x.info.addFlag(FlagStreamDuration)
 				x.localReply(http.StatusRequestTimeout, bodyMaxStream, nil)
 				return
@@ -398,9 +397,9 @@ func (x *exchange) forward(v *requestView) {
 	}
 	if err := x.copyBody(resp); err != nil {
 		switch {
-		case timedOut.Load(), perTryFired.Load():
+		case x.timedOut.Load(), perTryFired.Load():
 			x.info.addFlag(FlagUpstreamTimeout)
-		case streamEnded.Load():
+		case x.streamEnded.Load():
 			x.info.addFlag(FlagStreamDuration)
 		case x.r.Context().Err() != nil:
 			x.info.addFlag(FlagDownstreamCancel)
@@ -408,7 +407,7 @@ func (x *exchange) forward(v *requestView) {
 			x.info.addFlag(FlagUpstreamReset)
 		}
 		x.info.UpstreamFailure = err.Error()
-		if streamEnded.Load() && isGRPC(x.r) {
+		if x.streamEnded.Load() && isGRPC(x.r) {
 			// gRPC streams end with a status rather than a reset.
 			x.w.Header().Set(http.TrailerPrefix+"Grpc-Status", "4")
 			return
@@ -559,10 +558,7 @@ func (x *exchange) hashKey(ra *routeAction, v *requestView) (uint64, bool) {
 				if *p.ttl > 0 {
 					ck.MaxAge = int(p.ttl.Seconds())
 				}
-				if x.extra == nil {
-					x.extra = http.Header{}
-				}
-				x.extra.Add("Set-Cookie", ck.String())
+				x.extraHeader().Add("Set-Cookie", ck.String())
 			}
 		case hashSourceIP:
 			if ip := hostOnly(x.r.RemoteAddr); ip != "" {

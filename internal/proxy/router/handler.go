@@ -136,6 +136,14 @@ type exchange struct {
 	fc                    fmtContext
 }
 
+// extraHeader is x.extra, made on first use.
+func (x *exchange) extraHeader() http.Header {
+	if x.extra == nil {
+		x.extra = http.Header{}
+	}
+	return x.extra
+}
+
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info := InfoFrom(r.Context())
 	if info == nil {
@@ -349,15 +357,13 @@ func (x *exchange) handleCORS(c *corsPolicy) bool {
 		return true
 	}
 	if allowed {
-		if x.extra == nil {
-			x.extra = http.Header{}
-		}
-		x.extra.Set("Access-Control-Allow-Origin", origin)
+		extra := x.extraHeader()
+		extra.Set("Access-Control-Allow-Origin", origin)
 		if c.credentials {
-			x.extra.Set("Access-Control-Allow-Credentials", "true")
+			extra.Set("Access-Control-Allow-Credentials", "true")
 		}
 		if c.expose != "" {
-			x.extra.Set("Access-Control-Expose-Headers", c.expose)
+			extra.Set("Access-Control-Expose-Headers", c.expose)
 		}
 	}
 	return false

@@ -375,7 +375,7 @@ func newHost(cfg *clusterConfig, le *endpointv3.LbEndpoint) (*Host, error) {
 		return nil, err
 	}
 	h.socket = sock
-	h.setAddress()
+	h.freeze()
 	return h, nil
 }
 

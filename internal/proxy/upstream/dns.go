@@ -110,7 +110,7 @@ func (r *dnsResolver) resolve(ctx context.Context, prev []*Host) {
 				h := *tmpl
 				h.Hostname, h.DNSName = "", tmpl.Hostname
 				h.Addr = netip.AddrPortFrom(ip, tmpl.Port)
-				h.setAddress()
+				h.freeze()
 				if hs := states[hostKey(&h)]; hs != nil {
 					h.state = hs
 				} else {

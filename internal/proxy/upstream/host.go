@@ -36,7 +36,7 @@ type Host struct {
 	socket  *tlsSocket // nil: plaintext
 	state   *hostState
 	// address and workload are Address and workloadParts, kept once the
-	// host is complete (see setAddress).
+	// host is complete (see freeze).
 	address  string
 	workload *[5]string
 }
@@ -64,11 +64,10 @@ func (h *Host) Address() string {
 	return h.formatAddress()
 }
 
-// setAddress keeps Address and the workload metadata for a host whose
-// address and metadata no longer change.
-func (h *Host) setAddress() {
+// freeze keeps Address and the workload metadata of a host whose address
+// and metadata no longer change.
+func (h *Host) freeze() {
 	h.address = h.formatAddress()
-	h.workload = nil
 	w := h.parseWorkload()
 	h.workload = &w
 }

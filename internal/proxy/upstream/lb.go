@@ -139,7 +139,7 @@ func (c *Cluster) originalDst(opts RequestOptions) (*Host, error) {
 	}
 	dst := netip.AddrPortFrom(opts.OriginalDst.Addr().Unmap(), opts.OriginalDst.Port())
 	h := &Host{Addr: dst, Port: dst.Port(), Weight: 1, healthy: true, socket: c.cfg.defaultSocket}
-	h.setAddress()
+	h.freeze()
 	now := c.now()
 	c.state.origMu.Lock()
 	if now.Sub(c.state.origSwept) >= c.cfg.cleanup {

@@ -48,16 +48,17 @@ func (c *Cluster) RoundTrip(req *http.Request, opts RequestOptions) (*http.Respo
 	body := &activeBody{c: c, h: h}
 
 	var rt http.RoundTripper
+	h1pool := false
 	switch {
 	case c.useHTTP2(req):
 		rt = h.state.pool.http2()
 	case !isUpgrade(req) && req.Method != http.MethodConnect:
-		rt = h.state.pool.h1conns
+		rt, h1pool = h.state.pool.h1conns, true
 	default:
 		rt = h.state.pool.http1()
 	}
 	out := req
-	if rt != http.RoundTripper(h.state.pool.h1conns) || req.Host == "" {
+	if !h1pool || req.Host == "" {
 		// net/http's transports dial the URL's host: a copy with the
 		// host's address. The HTTP/1.1 pool is the host's already and
 		// writes only the path, Host and headers.
